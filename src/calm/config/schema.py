@@ -1,0 +1,200 @@
+"""The typed configuration of a calm experiment.
+
+Defaults follow ../docs/method.md: ViT-B/32, xpool fusion, Charades anchors with the prompt
+"The content of {}", a VAE with d = 256 and alpha = 0.1. Each open question of the paper is a
+field here, so CALM, its ablations and its baselines run from the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from calm.config.errors import ConfigError
+
+
+def _choice(key: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+
+
+@dataclass
+class BackboneConfig:
+    """The CLIP model: an open_clip name, optionally with local weights (never downloaded)."""
+
+    name: str = "ViT-B-32"
+    checkpoint: str | None = None
+    freeze: str = "none"  # none | all | vision | text
+    grad_checkpointing: bool = False
+
+    def __post_init__(self):
+        _choice("freeze", self.freeze, ("none", "all", "vision", "text"))
+
+
+@dataclass
+class FusionConfig:
+    """Temporal fusion of frame features into the retrieval embedding."""
+
+    name: str = "xpool"  # meanP | seqTransf | xpool
+    layers: int = 4  # seqTransf depth (CLIP4Clip uses 4)
+    heads: int = 1  # attention heads (xpool: 1 as in X-Pool; seqTransf: width // 64)
+    dropout: float = 0.1
+    max_frames: int = 64  # seqTransf frame position embeddings
+
+    def __post_init__(self):
+        _positive("layers", self.layers)
+        _positive("heads", self.heads)
+        _positive("max_frames", self.max_frames)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class AnchorConfig:
+    """Class anchors: label set, prompt, learnable offsets, refresh policy and softmax scale."""
+
+    labels: str = "charades"  # a registered set name or a path to a text file, one label a line
+    template: str = "The content of {}"
+    learnable: bool = True  # the per-anchor embedding e_k added to the encoder output
+    refresh: str = "epoch"  # step | epoch | once
+    scale: float = 100.0  # s in softmax(s * cos(., P))
+    learn_scale: bool = False
+
+    def __post_init__(self):
+        _choice("refresh", self.refresh, ("step", "epoch", "once"))
+        _positive("scale", self.scale)
+        if "{}" not in self.template:
+            raise ConfigError(f"template: {self.template!r} must contain '{{}}' for the label")
+
+
+@dataclass
+class VAEConfig:
+    """The cross-modal probabilistic VAE V_p -> z -> S_p-hat."""
+
+    latent_dim: int = 256
+    # 384 keeps CALM's extras (VAE + anchor offsets) at ~0.50M for K = 157, D = 512: the paper's +0.5M.
+    encoder_hidden: list[int] = field(default_factory=lambda: [384])
+    decoder_hidden: list[int] = field(default_factory=lambda: [384])
+
+    def __post_init__(self):
+        _positive("latent_dim", self.latent_dim)
+        for name in ("encoder_hidden", "decoder_hidden"):
+            for width in getattr(self, name):
+                _positive(name, width)
+
+
+@dataclass
+class AlignmentConfig:
+    """The alignment objective between video and text anchor distributions."""
+
+    name: str = "vae"  # none | kl | ce | mse | vae
+    alpha: float = 0.1  # weight of the KL-to-prior term of the VAE
+    weight: float = 1.0  # weight of the whole alignment term against the task loss
+    detach_target: bool = True  # stop gradient through the text distribution S_p
+
+    def __post_init__(self):
+        _positive("alpha", self.alpha, allow_zero=True)
+        _positive("weight", self.weight, allow_zero=True)
+
+
+@dataclass
+class ScoreConfig:
+    """How text-video ranking scores are formed at evaluation, and chunk sizes for memory."""
+
+    mode: str = "base"  # base | anchor_agreement
+    anchor_weight: float = 0.1
+    text_chunk: int = 512
+    video_chunk: int = 128
+
+    def __post_init__(self):
+        _choice("mode", self.mode, ("base", "anchor_agreement"))
+        _positive("text_chunk", self.text_chunk)
+        _positive("video_chunk", self.video_chunk)
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+@dataclass
+class DataConfig:
+    """Where a benchmark lives and how its clips and captions are turned into tensors."""
+
+    dataset: str = "msrvtt"
+    annotations: str | None = None  # the benchmark's annotation folder
+    videos: str | None = None  # the benchmark's video folder
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    num_frames: int = 12
+    text_length: int = 32
+    missing_video: str = "error"  # error | skip
+    augment: bool = False
+    num_workers: int = 2
+    options: dict = field(default_factory=dict)  # dataset-specific settings (see each loader)
+
+    def __post_init__(self):
+        _choice("missing_video", self.missing_video, ("error", "skip"))
+        _positive("num_frames", self.num_frames)
+        _positive("text_length", self.text_length)
+        _positive("num_workers", self.num_workers, allow_zero=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 1e-5  # new modules: fusion head, anchors, VAE
+    backbone_lr: float = 1e-6  # CLIP itself
+    weight_decay: float = 0.2
+    warmup: float = 0.1  # fraction of steps
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    seed: int = 42
+    eval_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    device: str = "auto"
+    nonfinite_loss: str = "error"  # error | skip
+
+    def __post_init__(self):
+        _positive("epochs", self.epochs)
+        if self.max_steps is not None:
+            _positive("max_steps", self.max_steps)
+        _positive("batch_size", self.batch_size)
+        _positive("eval_batch_size", self.eval_batch_size)
+        _positive("lr", self.lr, allow_zero=True)
+        _positive("backbone_lr", self.backbone_lr, allow_zero=True)
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"warmup: must be in [0, 1), got {self.warmup!r}")
+        _positive("grad_clip", self.grad_clip, allow_zero=True)
+        _choice("precision", self.precision, ("fp32", "bf16", "fp16"))
+        _positive("eval_every", self.eval_every)
+        _positive("log_every", self.log_every)
+        _choice("nonfinite_loss", self.nonfinite_loss, ("error", "skip"))
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: `calm train --config FILE` reads exactly this."""
+
+    task: str = "retrieval"  # retrieval | captioning
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _choice("task", self.task, ("retrieval", "captioning"))

@@ -1,0 +1,1 @@
+"""Video sampling, benchmark loaders and the synthetic benchmark; knows nothing of the model."""
