@@ -28,11 +28,13 @@ class BackboneConfig:
     """The CLIP model: an open_clip name, optionally with local weights (never downloaded)."""
 
     name: str = "ViT-B-32"
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # a local weights file or folder
+    checkpoint_format: str = "auto"  # auto | openai | open_clip (auto: TorchScript archive = openai)
     freeze: str = "none"  # none | all | vision | text
     grad_checkpointing: bool = False
 
     def __post_init__(self):
+        _choice("checkpoint_format", self.checkpoint_format, ("auto", "openai", "open_clip"))
         _choice("freeze", self.freeze, ("none", "all", "vision", "text"))
 
 

@@ -1,0 +1,33 @@
+"""`calm model-info --config FILE`: parameter counts of each component as JSON."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("model-info", help="print parameter counts of each model component as JSON")
+    p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set model.fusion.name=meanP")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from calm.config import ExperimentConfig, load
+    from calm.model.calm import CALM
+    from calm.model.info import parameter_counts
+
+    cfg = load(ExperimentConfig, args.config, args.overrides)
+    model = CALM.from_config(cfg.model)
+    counts = parameter_counts(model)
+    counts["config"] = {
+        "backbone": cfg.model.backbone.name,
+        "fusion": cfg.model.fusion.name,
+        "alignment": cfg.model.alignment.name,
+        "anchors": cfg.model.anchors.labels,
+        "num_anchors": model.anchors.num_anchors if model.anchors is not None else 0,
+        "latent_dim": cfg.model.vae.latent_dim,
+    }
+    print(json.dumps(counts, indent=2))
+    return 0

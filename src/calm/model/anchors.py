@@ -1,0 +1,122 @@
+"""Class anchors: label prompts encoded by the CLIP text encoder plus a learnable offset e_k.
+
+P = TextEncoder(template.format(label_k)) + e_k, K x D. The refresh policy decides when the text
+encoder runs on the prompts: every step (gradient reaches the text encoder), once per epoch
+(no gradient, tracks a fine-tuned encoder), or once for the whole run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from calm.config.schema import AnchorConfig
+from calm.registry import Registry
+
+LABEL_SETS: Registry[list[str]] = Registry("anchor label set")
+_CHARADES_LINE = re.compile(r"^c(\d{3})\s+(.+)$")
+
+
+def _package_labels(name: str) -> str:
+    return resources.files("calm.model").joinpath("labels").joinpath(name).read_text(encoding="utf-8")
+
+
+def parse_charades(text: str) -> list[tuple[str, str]]:
+    """`cNNN label` lines -> [(id, label)], checking ids are unique."""
+    out, seen = [], set()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _CHARADES_LINE.match(line.strip())
+        if not match:
+            raise ValueError(f"charades labels line {n}: expected 'cNNN label', got {line!r}")
+        cid = f"c{match.group(1)}"
+        if cid in seen:
+            raise ValueError(f"charades labels line {n}: duplicate id {cid}")
+        seen.add(cid)
+        out.append((cid, match.group(2).strip()))
+    return out
+
+
+@LABEL_SETS.register("charades")
+def charades_labels() -> list[str]:
+    """The 157 Charades action classes, the paper's anchor set."""
+    return [label for _, label in parse_charades(_package_labels("charades.txt"))]
+
+
+@LABEL_SETS.register("coco")
+def coco_labels() -> list[str]:
+    """The 91 COCO object categories (the paper's anchor ablation)."""
+    return read_label_file_text(_package_labels("coco.txt"), "coco.txt")
+
+
+def read_label_file_text(text: str, source: str) -> list[str]:
+    labels = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not labels:
+        raise ValueError(f"anchor label file {source} holds no labels")
+    if any(_CHARADES_LINE.match(label) for label in labels):
+        labels = [label for _, label in parse_charades(text)]
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise ValueError(f"anchor label file {source}: duplicate labels {sorted(duplicates)[:5]}")
+    return labels
+
+
+def load_labels(spec: str) -> list[str]:
+    """A registered label-set name, or a path to a text file with one label per line."""
+    if spec in LABEL_SETS:
+        return LABEL_SETS.build(spec)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ValueError(
+            f"anchor labels {spec!r} is neither a known set {LABEL_SETS.names()} nor an existing file"
+        )
+    return read_label_file_text(path.read_text(encoding="utf-8"), str(path))
+
+
+class AnchorBank(nn.Module):
+    def __init__(self, labels: list[str], tokens: torch.Tensor, dim: int, cfg: AnchorConfig):
+        super().__init__()
+        self.labels = list(labels)
+        self.refresh = cfg.refresh
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.offset = nn.Parameter(torch.zeros(len(labels), dim), requires_grad=cfg.learnable)
+        self.log_scale = nn.Parameter(
+            torch.tensor(float(cfg.scale)).log(), requires_grad=cfg.learn_scale
+        )
+        self._cache: torch.Tensor | None = None
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.labels)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Softmax scale s, clamped at CLIP's 100 so a learned scale cannot run away."""
+        return self.log_scale.exp().clamp(max=100.0)
+
+    def invalidate(self) -> None:
+        """Drops the cached encodings; the `epoch` policy calls this at each epoch start."""
+        self._cache = None
+
+    def forward(self, encode_text: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Anchor matrix P [K, D]."""
+        if self.refresh == "step":
+            base = encode_text(self.tokens)
+        else:
+            if self._cache is None or self._cache.device != self.offset.device:
+                with torch.no_grad():
+                    self._cache = encode_text(self.tokens).detach().float()
+            base = self._cache
+        return base.to(self.offset.dtype) + self.offset
+
+
+def build_anchors(cfg: AnchorConfig, tokenize: Callable[[list[str]], torch.Tensor], dim: int):
+    labels = load_labels(cfg.labels)
+    prompts = [cfg.template.format(label) for label in labels]
+    return AnchorBank(labels, tokenize(prompts), dim, cfg)

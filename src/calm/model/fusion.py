@@ -1,0 +1,151 @@
+"""Temporal fusion heads: per-frame features [N, T, D] (+ frame mask) -> video embeddings.
+
+Every head scores a (text, video) pair from that text and that video alone, so a ranking never
+depends on which other candidates are present. Scoring is split in two steps so evaluation can
+cache the video side once: `video_state` (per video, text-free) and `score` (texts x videos).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from calm.config.schema import FusionConfig
+from calm.registry import Registry
+
+FUSION_HEADS: Registry[FusionHead] = Registry("fusion head")
+
+
+def masked_mean(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real frames only; padded frames of short clips never dilute the average."""
+    if mask is None:
+        return frames.mean(dim=1)
+    weights = mask.to(frames.dtype).unsqueeze(-1)
+    return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class FusionHead(nn.Module):
+    """Base class. Text-agnostic heads implement `pool`; text-conditioned ones override the rest."""
+
+    text_conditioned = False
+
+    def pool(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def video_state(self, frames: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"video": F.normalize(self.pool(frames, mask), dim=-1)}
+
+    def score(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cosine similarity [N_texts, N_videos]."""
+        return F.normalize(text, dim=-1) @ state["video"].t()
+
+    def similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor | None):
+        return self.score(text, self.video_state(frames, mask))
+
+    def forward(self, frames, mask=None, text=None):
+        """Video embeddings: [N_v, D], or [N_v, N_t, D] for text-conditioned heads."""
+        return self.pool(frames, mask)
+
+
+@FUSION_HEADS.register("meanP")
+class MeanPooling(FusionHead):
+    """CLIP4Clip's parameter-free mean of frame features."""
+
+    def __init__(self, dim: int, cfg: FusionConfig | None = None):
+        super().__init__()
+
+    def pool(self, frames, mask):
+        return masked_mean(frames, mask)
+
+
+@FUSION_HEADS.register("seqTransf")
+class SequenceTransformer(FusionHead):
+    """CLIP4Clip's seqTransf: frame position embeddings, a small temporal transformer, a residual."""
+
+    def __init__(self, dim: int, cfg: FusionConfig | None = None):
+        super().__init__()
+        cfg = cfg or FusionConfig(name="seqTransf")
+        heads = cfg.heads if cfg.heads > 1 else max(1, dim // 64)
+        self.frame_position = nn.Embedding(cfg.max_frames, dim)
+        nn.init.normal_(self.frame_position.weight, std=0.01)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=4 * dim, dropout=cfg.dropout, activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+
+    def pool(self, frames, mask):
+        t = frames.shape[1]
+        if t > self.frame_position.num_embeddings:
+            raise ValueError(f"seqTransf has {self.frame_position.num_embeddings} frame positions, got {t}")
+        positions = torch.arange(t, device=frames.device)
+        x = frames + self.frame_position(positions).to(frames.dtype)
+        padding = None if mask is None else ~mask
+        x = self.transformer(x, src_key_padding_mask=padding) + frames
+        return masked_mean(x, mask)
+
+
+@FUSION_HEADS.register("xpool")
+class TextConditionedPooling(FusionHead):
+    """X-Pool: a text attends over the frames; one pooled video embedding per (text, video) pair.
+
+    Projections start at identity (biases at zero), so at initialisation the pooling is a
+    text-weighted average of normalised frame features rather than a random mix.
+    """
+
+    text_conditioned = True
+
+    def __init__(self, dim: int, cfg: FusionConfig | None = None):
+        super().__init__()
+        cfg = cfg or FusionConfig(name="xpool")
+        if dim % cfg.heads:
+            raise ValueError(f"xpool: embedding size {dim} is not divisible by {cfg.heads} heads")
+        self.heads = cfg.heads
+        self.norm_in = nn.LayerNorm(dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.norm_mid = nn.LayerNorm(dim)
+        self.linear = nn.Linear(dim, dim)
+        self.norm_out = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.linear):
+            nn.init.eye_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(*x.shape[:-1], self.heads, x.shape[-1] // self.heads)
+
+    def video_state(self, frames, mask):
+        x = self.norm_in(frames)
+        if mask is None:
+            mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        return {"keys": self._split(self.k_proj(x)), "values": self._split(self.v_proj(x)), "mask": mask}
+
+    def pool_state(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled video embeddings [N_v, N_t, D] for every (video, text) pair of the inputs."""
+        q = self._split(self.q_proj(self.norm_in(text)))  # [Nt, H, dh]
+        keys, values, mask = state["keys"], state["values"], state["mask"]
+        logits = torch.einsum("thd,vfhd->vthf", q, keys) / math.sqrt(q.shape[-1])
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = logits.softmax(dim=-1)
+        pooled = torch.einsum("vthf,vfhd->vthd", attn, values).flatten(-2)
+        x = self.norm_mid(self.out_proj(pooled))
+        return self.norm_out(x + self.dropout(self.linear(x)))
+
+    def score(self, text, state):
+        pooled = F.normalize(self.pool_state(text, state), dim=-1)  # [Nv, Nt, D]
+        return torch.einsum("td,vtd->tv", F.normalize(text, dim=-1), pooled)
+
+    def forward(self, frames, mask=None, text=None):
+        if text is None:
+            raise ValueError("xpool pools frames conditioned on a text; pass text features")
+        return self.pool_state(text, self.video_state(frames, mask))
+
+
+def build_fusion(cfg: FusionConfig, dim: int) -> FusionHead:
+    return FUSION_HEADS.build(cfg.name, dim, cfg)

@@ -1,0 +1,65 @@
+"""The cross-modal probabilistic VAE: generates the text's anchor distribution from the video's.
+
+q(z | V_p) = N(mu, sigma^2) in d dimensions; the decoder maps z to logits over the K anchors.
+It models the one-to-many relation between a video and the captions that may describe it: sigma
+is the per-video uncertainty. At evaluation z = mu.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from calm.config.schema import VAEConfig
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class VAEOutput:
+    mu: torch.Tensor  # [N, d]
+    logvar: torch.Tensor  # [N, d]
+    z: torch.Tensor  # [N, d]
+    logits: torch.Tensor  # [N, K] decoder output; softmax gives S_p-hat
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.softmax(dim=-1)
+
+    @property
+    def uncertainty(self) -> torch.Tensor:
+        """Per-sample mean sigma over the latent dimensions."""
+        return (0.5 * self.logvar).exp().mean(dim=-1)
+
+
+class CrossModalVAE(nn.Module):
+    def __init__(self, num_anchors: int, cfg: VAEConfig):
+        super().__init__()
+        self.latent_dim = cfg.latent_dim
+        self.encoder = mlp([num_anchors, *cfg.encoder_hidden, 2 * cfg.latent_dim])
+        self.decoder = mlp([cfg.latent_dim, *cfg.decoder_hidden, num_anchors])
+
+    def encode(self, video_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(video_probs).chunk(2, dim=-1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
+    def forward(self, video_probs: torch.Tensor, sample: bool | None = None) -> VAEOutput:
+        """Samples z by reparameterisation in training mode; uses z = mu in eval mode."""
+        mu, logvar = self.encode(video_probs)
+        sample = self.training if sample is None else sample
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        return VAEOutput(mu, logvar, z, self.decoder(z))
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per sample, summed over latent dimensions (closed form)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
