@@ -14,7 +14,12 @@ from calm.config.errors import ConfigError
 from calm.data.errors import DataError
 
 COMMAND_MODULES = [
+    "calm.cli.train",
+    "calm.cli.evaluate",
+    "calm.cli.ood",
     "calm.cli.model_info",
+    "calm.cli.pretrain",
+    "calm.cli.data_check",
 ]
 
 

@@ -29,7 +29,10 @@ class BackboneConfig:
 
     name: str = "ViT-B-32"
     checkpoint: str | None = None  # a local weights file or folder
-    checkpoint_format: str = "auto"  # auto | openai | open_clip (auto: TorchScript archive = openai)
+    checkpoint_format: str = (
+        "auto"  # auto | openai | open_clip (auto: TorchScript archive = openai)
+    )
+    quick_gelu: bool | None = None  # None: True for OpenAI weights, else the named config's choice
     freeze: str = "none"  # none | all | vision | text
     grad_checkpointing: bool = False
 
@@ -142,12 +145,16 @@ class DataConfig:
     num_frames: int = 12
     text_length: int = 32
     missing_video: str = "error"  # error | skip
+    train_pairs: str = (
+        "all"  # all (every caption-video pair) | one_per_video (a random caption each epoch)
+    )
     augment: bool = False
     num_workers: int = 2
     options: dict = field(default_factory=dict)  # dataset-specific settings (see each loader)
 
     def __post_init__(self):
         _choice("missing_video", self.missing_video, ("error", "skip"))
+        _choice("train_pairs", self.train_pairs, ("all", "one_per_video"))
         _positive("num_frames", self.num_frames)
         _positive("text_length", self.text_length)
         _positive("num_workers", self.num_workers, allow_zero=True)
@@ -168,6 +175,7 @@ class TrainConfig:
     seed: int = 42
     eval_every: int = 1  # epochs
     log_every: int = 10  # steps
+    save_every: int = 0  # steps between resumable `last` checkpoints (0: end of epoch only)
     device: str = "auto"
     nonfinite_loss: str = "error"  # error | skip
 

@@ -1,0 +1,1 @@
+"""Where model, data and metrics meet: training and evaluation loops, checkpoints, reports."""

@@ -1,0 +1,40 @@
+"""`calm train --config FILE [--set key=value ...] [--out RUN_DIR] [--resume RUN_DIR]`."""
+
+from __future__ import annotations
+
+import json
+
+from calm.cli.common import add_config_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model; evaluates on validation each epoch, test once")
+    add_config_args(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a stopped run from RUN_DIR/checkpoints/last.*",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from calm.config import ExperimentConfig, load
+    from calm.engine.train import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = args.config or run_dir / "config.yaml"
+    else:
+        config = args.config
+        name = Path(args.config).stem if args.config else "default"
+        run_dir = Path(args.out or f"runs/{name}")
+    cfg = load(ExperimentConfig, config, args.overrides)
+    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    print(json.dumps({"run_dir": str(run_dir), **result}, indent=2))
+    return 0

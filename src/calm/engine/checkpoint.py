@@ -1,0 +1,116 @@
+"""Checkpoints in standard, safe formats, written atomically.
+
+Weights: one `.safetensors` file whose metadata holds the resolved experiment config, so a
+checkpoint alone rebuilds its model. Training state (optimizer, scheduler, RNG, position): a
+`.state.pt` file of plain containers, loaded with `weights_only=True`; a file that would need
+arbitrary pickled code to load is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from calm.config import ExperimentConfig, from_dict, to_dict
+from calm.model.calm import CALM
+
+
+class UnsafeCheckpointError(ValueError):
+    """The file needs arbitrary pickled objects to load; calm refuses to execute them."""
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Calls write(tmp_path) then renames over `path`: a killed process never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from collaborators
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def model_config_for_checkpoint(model: CALM, cfg: ExperimentConfig) -> dict:
+    """The config to rebuild exactly this model from its own weights (no external checkpoint)."""
+    data = to_dict(cfg)
+    backbone = data["model"]["backbone"]
+    backbone["checkpoint"] = None
+    backbone["quick_gelu"] = bool(model.backbone.quick_gelu)
+    return data
+
+
+def save_model(path: Path, model: CALM, cfg: ExperimentConfig, meta: dict | None = None) -> Path:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "calm-checkpoint-v1",
+        "config": json.dumps(model_config_for_checkpoint(model, cfg)),
+        "meta": json.dumps(meta or {}),
+    }
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+    if metadata.get("format") != "calm-checkpoint-v1":
+        raise ValueError(
+            f"checkpoint {path} is not a calm checkpoint (no calm config in its metadata)"
+        )
+    return {
+        "config": json.loads(metadata["config"]),
+        "meta": json.loads(metadata.get("meta", "{}")),
+    }
+
+
+def load_model(
+    path: Path, device: str | torch.device = "cpu"
+) -> tuple[CALM, ExperimentConfig, dict]:
+    """Rebuilds the model from the config stored in the checkpoint and loads its weights."""
+    info = read_metadata(path)
+    cfg = from_dict(ExperimentConfig, info["config"])
+    model = CALM.from_config(cfg.model)
+    model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    return model.to(device), cfg, info["meta"]
+
+
+def save_state(path: Path, state: dict) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict:
+    """Loads training state with `weights_only=True`: plain data and tensors only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training state {path} does not exist")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled objects that are not plain data (tensors, numbers, strings, "
+            f"lists, dicts); loading it could execute arbitrary code, so calm refuses: {exc}"
+        ) from None

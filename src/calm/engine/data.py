@@ -1,0 +1,80 @@
+"""Turns a DataConfig plus the backbone's preprocessing settings into datasets and loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from calm.config.schema import DataConfig
+from calm.data.base import SplitAnnotations
+from calm.data.datasets import PairDataset, TextDataset, VideoDataset, collate
+from calm.data.loaders import get_loader
+from calm.data.video import FrameSampler, FrameSpec
+from calm.model.backbone import Preprocess
+
+
+class Tokenize:
+    """A picklable tokenizer callable with a fixed length, so DataLoader workers can use it."""
+
+    def __init__(self, tokenizer, length: int):
+        self.tokenizer = tokenizer
+        self.length = length
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts), context_length=self.length)
+
+
+@dataclass
+class DataSetup:
+    cfg: DataConfig
+    spec: FrameSpec
+    tokenize: Tokenize
+
+    def split(self, name: str) -> SplitAnnotations:
+        loader = get_loader(
+            self.cfg.dataset, self.cfg.annotations, self.cfg.videos, self.cfg.options
+        )
+        return loader.load_split(name)
+
+    def train_dataset(self, ann: SplitAnnotations, seed: int) -> PairDataset:
+        return PairDataset(
+            ann,
+            FrameSampler(self.spec, mode="train", augment=self.cfg.augment),
+            self.tokenize,
+            pairs=self.cfg.train_pairs,
+            missing_video=self.cfg.missing_video,
+            seed=seed,
+        )
+
+    def video_loader(self, ann: SplitAnnotations, batch_size: int) -> DataLoader:
+        dataset = VideoDataset(ann, FrameSampler(self.spec, mode="test"), self.cfg.missing_video)
+        return self._loader(dataset, batch_size)
+
+    def text_loader(self, ann: SplitAnnotations, batch_size: int) -> DataLoader:
+        return self._loader(TextDataset(ann, self.tokenize), batch_size)
+
+    def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate,
+            **kwargs,
+        )
+
+
+def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer) -> DataSetup:
+    if cfg.annotations is None or cfg.videos is None:
+        from calm.config.errors import ConfigError
+
+        missing = "data.annotations" if cfg.annotations is None else "data.videos"
+        raise ConfigError(
+            f"{missing}: required; pass the benchmark's folder with --set {missing}=DIR"
+        )
+    spec = FrameSpec(
+        num_frames=cfg.num_frames, image_size=pre.image_size, mean=pre.mean, std=pre.std
+    )
+    length = min(cfg.text_length, pre.context_length)
+    return DataSetup(cfg, spec, Tokenize(tokenizer, length))

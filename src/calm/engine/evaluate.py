@@ -1,0 +1,134 @@
+"""Evaluation: encode a split once, cache the embeddings, score and measure with pure functions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from calm.config.schema import ScoreConfig
+from calm.data.base import SplitAnnotations
+from calm.data.datasets import SkipLog
+from calm.engine.data import DataSetup
+from calm.engine.runtime import autocast
+from calm.metrics import retrieval_metrics
+from calm.model.calm import CALM
+from calm.model.scoring import similarity_matrix
+
+
+@dataclass
+class SplitEmbeddings:
+    """Cached features of one split: every text once, every decodable video once."""
+
+    text: torch.Tensor  # [N_t, D]
+    frames: torch.Tensor  # [N_v, T, D]
+    mask: torch.Tensor  # [N_v, T]
+    text_to_video: np.ndarray  # ground-truth column of each kept text
+    text_ids: list[str]
+    video_ids: list[str]
+    skipped: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def encode_split(
+    model: CALM,
+    ann: SplitAnnotations,
+    data: DataSetup,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> SplitEmbeddings:
+    model.eval()
+    skips = SkipLog()
+    frames, masks, kept_videos = [], [], []
+    bar = tqdm(
+        data.video_loader(ann, batch_size), desc="encode videos", disable=not progress, leave=False
+    )
+    for batch in bar:
+        skips.update(batch["skipped"])
+        if batch["size"] == 0:
+            continue
+        with autocast(device, precision):
+            feats = model.encode_frames(batch["frames"].to(device), batch["frame_mask"].to(device))
+        frames.append(feats.float().cpu())
+        masks.append(batch["frame_mask"])
+        kept_videos.extend(batch["video_index"].tolist())
+    texts = []
+    for batch in tqdm(
+        data.text_loader(ann, 4 * batch_size),
+        desc="encode texts",
+        disable=not progress,
+        leave=False,
+    ):
+        with autocast(device, precision):
+            texts.append(model.encode_text(batch["tokens"].to(device)).float().cpu())
+    if not kept_videos:
+        raise RuntimeError(f"{ann.dataset}/{ann.split}: no video could be decoded")
+    column = {v: i for i, v in enumerate(kept_videos)}
+    keep_text = [i for i, t in enumerate(ann.texts) if t.video_index in column]
+    text = torch.cat(texts)[keep_text]
+    return SplitEmbeddings(
+        text=text,
+        frames=torch.cat(frames),
+        mask=torch.cat(masks),
+        text_to_video=np.array(
+            [column[ann.texts[i].video_index] for i in keep_text], dtype=np.int64
+        ),
+        text_ids=[ann.texts[i].text_id or str(i) for i in keep_text],
+        video_ids=[ann.videos[v].video_id for v in kept_videos],
+        skipped=skips.to_dict() if len(skips) else {},
+    )
+
+
+@torch.no_grad()
+def score_embeddings(model: CALM, emb: SplitEmbeddings, cfg: ScoreConfig, device) -> torch.Tensor:
+    model.eval()
+    return similarity_matrix(
+        model, emb.text.to(device), emb.frames.to(device), emb.mask.to(device), cfg
+    )
+
+
+def metrics_from_sim(sim: torch.Tensor, emb: SplitEmbeddings) -> dict:
+    result = retrieval_metrics(sim, emb.text_to_video)
+    if emb.skipped:
+        result["skipped_videos"] = emb.skipped["skipped_videos"]
+    return result
+
+
+def evaluate(
+    model: CALM,
+    ann: SplitAnnotations,
+    data: DataSetup,
+    score: ScoreConfig,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> tuple[dict, torch.Tensor, SplitEmbeddings]:
+    emb = encode_split(model, ann, data, batch_size, device, precision, progress)
+    sim = score_embeddings(model, emb, score, device)
+    result = metrics_from_sim(sim, emb)
+    result["score_mode"] = score.mode
+    return result, sim, emb
+
+
+def save_similarity(prefix: str | Path, sim: torch.Tensor, emb: SplitEmbeddings) -> None:
+    """PREFIX.npy (float32 texts x videos) and PREFIX.json (ids and ground truth), for anyone to
+    recompute the metrics independently."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    np.save(prefix.with_suffix(".npy"), sim.numpy().astype(np.float32))
+    prefix.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "text_ids": emb.text_ids,
+                "video_ids": emb.video_ids,
+                "text_to_video": emb.text_to_video.tolist(),
+            }
+        )
+    )

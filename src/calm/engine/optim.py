@@ -1,0 +1,48 @@
+"""Optimizer and schedule: AdamW with separate rates for CLIP and the new modules, cosine with warm-up."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from calm.config.schema import TrainConfig
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Four groups: {backbone, new modules} x {decayed matrices, undecayed gains/biases/scales}."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_backbone = name.startswith("backbone.")
+        decay = param.ndim >= 2 and "embedding" not in name and "offset" not in name
+        groups.setdefault((is_backbone, decay), []).append(param)
+    out = []
+    for (is_backbone, decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": cfg.backbone_lr if is_backbone else cfg.lr,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "name": f"{'backbone' if is_backbone else 'new'}/{'decay' if decay else 'no_decay'}",
+            }
+        )
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
+
+
+def cosine_with_warmup(optimizer, total_steps: int, warmup: float):
+    warmup_steps = int(round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
