@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "calm.cli.ood",
     "calm.cli.model_info",
     "calm.cli.pretrain",
+    "calm.cli.demo",
     "calm.cli.data_check",
 ]
 

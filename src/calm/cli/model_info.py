@@ -24,7 +24,7 @@ def run(args) -> int:
     from calm.model.calm import CALM
     from calm.model.info import parameter_counts
 
-    cfg = load(ExperimentConfig, args.config, args.overrides)
+    cfg = load(ExperimentConfig, args.config, args.overrides, allow_missing=True)
     model = CALM.from_config(cfg.model)
     counts = parameter_counts(model)
     counts["config"] = {

@@ -146,10 +146,33 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+REQUIRED = "???"
+
+
+def check_required(data: Any, prefix: str = "", allow_missing: bool = False) -> Any:
+    """Shipped configs mark fields the user must fill (a checkpoint path, a data folder) as ???.
+
+    With `allow_missing` (commands that need no data or weights) they become None instead.
+    """
+    if isinstance(data, dict):
+        return {
+            key: check_required(value, f"{prefix}.{key}" if prefix else str(key), allow_missing)
+            for key, value in data.items()
+        }
+    if data == REQUIRED:
+        if allow_missing:
+            return None
+        raise ConfigError(f"{prefix}: required; set it in the config or with --set {prefix}=VALUE")
+    return data
+
+
+def load(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+    allow_missing: bool = False,
+) -> T:
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data)
+    return from_dict(cls, check_required(data, allow_missing=allow_missing))
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
