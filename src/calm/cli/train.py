@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from calm.cli.common import add_config_args
 
@@ -36,5 +37,6 @@ def run(args) -> int:
         run_dir = Path(args.out or f"runs/{name}")
     cfg = load(ExperimentConfig, config, args.overrides)
     result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    print(json.dumps({"run_dir": str(run_dir), **result}, indent=2))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"run_dir": str(run_dir), **result}, indent=2))
     return 0

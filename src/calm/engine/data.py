@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from calm.config.schema import DataConfig
 from calm.data.base import SplitAnnotations
@@ -48,12 +48,12 @@ class DataSetup:
             seed=seed,
         )
 
-    def video_loader(self, ann: SplitAnnotations, batch_size: int) -> DataLoader:
+    def video_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
         dataset = VideoDataset(ann, FrameSampler(self.spec, mode="test"), self.cfg.missing_video)
-        return self._loader(dataset, batch_size)
+        return self._loader(_shard(dataset, *shard), batch_size)
 
-    def text_loader(self, ann: SplitAnnotations, batch_size: int) -> DataLoader:
-        return self._loader(TextDataset(ann, self.tokenize), batch_size)
+    def text_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
+        return self._loader(_shard(TextDataset(ann, self.tokenize), *shard), batch_size)
 
     def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
@@ -63,6 +63,13 @@ class DataSetup:
             collate_fn=collate,
             **kwargs,
         )
+
+
+def _shard(dataset, rank: int, world_size: int):
+    """Rank r takes items r, r + w, r + 2w, ...: no padding, no duplicates."""
+    if world_size == 1:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world_size))
 
 
 def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer) -> DataSetup:

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from calm.config.schema import ScoreConfig
 from calm.data.base import SplitAnnotations
 from calm.data.datasets import SkipLog
 from calm.engine.data import DataSetup
+from calm.engine.distributed import gather_objects
 from calm.engine.runtime import autocast
 from calm.metrics import retrieval_metrics
 from calm.model.calm import CALM
@@ -35,50 +37,48 @@ class SplitEmbeddings:
 
 @torch.no_grad()
 def encode_split(
-    model: CALM,
-    ann: SplitAnnotations,
-    data: DataSetup,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    progress: bool = False,
+    model: CALM, ann: SplitAnnotations, data: DataSetup, batch_size: int,
+    device: torch.device, precision: str = "fp32", progress: bool = False,
 ) -> SplitEmbeddings:
+    """Encodes every video and text once. Under torch.distributed each rank encodes a strided
+    shard and the shards are reassembled by sample index, so every rank returns the same result."""
     model.eval()
+    shard = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     skips = SkipLog()
-    frames, masks, kept_videos = [], [], []
-    bar = tqdm(
-        data.video_loader(ann, batch_size), desc="encode videos", disable=not progress, leave=False
-    )
+    video_feats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    bar = tqdm(data.video_loader(ann, batch_size, shard), desc="encode videos",
+               disable=not progress, leave=False)
     for batch in bar:
         skips.update(batch["skipped"])
         if batch["size"] == 0:
             continue
         with autocast(device, precision):
             feats = model.encode_frames(batch["frames"].to(device), batch["frame_mask"].to(device))
-        frames.append(feats.float().cpu())
-        masks.append(batch["frame_mask"])
-        kept_videos.extend(batch["video_index"].tolist())
-    texts = []
-    for batch in tqdm(
-        data.text_loader(ann, 4 * batch_size),
-        desc="encode texts",
-        disable=not progress,
-        leave=False,
-    ):
+        for i, v in enumerate(batch["video_index"].tolist()):
+            video_feats[v] = (feats[i].float().cpu(), batch["frame_mask"][i])
+    text_feats: dict[int, torch.Tensor] = {}
+    for batch in tqdm(data.text_loader(ann, 4 * batch_size, shard), desc="encode texts",
+                      disable=not progress, leave=False):
         with autocast(device, precision):
-            texts.append(model.encode_text(batch["tokens"].to(device)).float().cpu())
+            feats = model.encode_text(batch["tokens"].to(device)).float().cpu()
+        for i, t in enumerate(batch["text_index"].tolist()):
+            text_feats[t] = feats[i]
+    if shard[1] > 1:
+        for part_videos, part_texts, part_skips in gather_objects((video_feats, text_feats, skips)):
+            video_feats.update(part_videos)
+            text_feats.update(part_texts)
+            if part_skips is not skips:
+                skips.update(list(part_skips.records.values()))
+    kept_videos = sorted(video_feats)
     if not kept_videos:
         raise RuntimeError(f"{ann.dataset}/{ann.split}: no video could be decoded")
     column = {v: i for i, v in enumerate(kept_videos)}
     keep_text = [i for i, t in enumerate(ann.texts) if t.video_index in column]
-    text = torch.cat(texts)[keep_text]
     return SplitEmbeddings(
-        text=text,
-        frames=torch.cat(frames),
-        mask=torch.cat(masks),
-        text_to_video=np.array(
-            [column[ann.texts[i].video_index] for i in keep_text], dtype=np.int64
-        ),
+        text=torch.stack([text_feats[i] for i in keep_text]),
+        frames=torch.stack([video_feats[v][0] for v in kept_videos]),
+        mask=torch.stack([video_feats[v][1] for v in kept_videos]),
+        text_to_video=np.array([column[ann.texts[i].video_index] for i in keep_text], dtype=np.int64),
         text_ids=[ann.texts[i].text_id or str(i) for i in keep_text],
         video_ids=[ann.videos[v].video_id for v in kept_videos],
         skipped=skips.to_dict() if len(skips) else {},

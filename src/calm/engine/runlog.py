@@ -48,3 +48,19 @@ def read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class NullLog:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """On resume, drops records written after the checkpoint so the log reads as one clean run."""
+    records = [r for r in read_log(path) if r["step"] <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))

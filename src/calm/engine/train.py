@@ -1,13 +1,17 @@
 """`calm train`: the whole training loop in one readable function.
 
-Per step: batch -> model forward (frame features, fusion similarity, anchor branch, VAE) ->
-CALMLoss -> backward -> clip -> AdamW -> schedule -> logit-scale clamp. Per epoch: evaluate on the
-validation split, keep `best` (by validation R@1 sum, t2v + v2t) and `last`. At the end: evaluate
-the test split once, with the best checkpoint. The test split is not read before that.
+Per step: batch -> model forward (frame features, fusion similarity over the global batch, anchor
+branch, VAE) -> CALMLoss -> backward -> clip -> AdamW -> schedule -> logit-scale clamp. Per epoch:
+evaluate on the validation split, keep `best` (by validation R@1 sum, t2v + v2t) and `last`. At
+the end: evaluate the test split once, with the best checkpoint; the test split is not read before.
+
+Under torchrun the same function runs in every process: DDP averages gradients, the contrastive
+loss sees the global batch through a gradient-carrying all-gather, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import random
@@ -16,16 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from calm.config import ExperimentConfig, dump_yaml
+from calm.config import ConfigError, ExperimentConfig, dump_yaml
 from calm.data.datasets import SkipLog, SkippedVideo, collate
+from calm.engine import distributed
 from calm.engine.checkpoint import load_model, load_state, save_model, save_state
 from calm.engine.data import data_setup
 from calm.engine.evaluate import evaluate
 from calm.engine.optim import build_optimizer, cosine_with_warmup
-from calm.engine.runlog import RunLog
+from calm.engine.runlog import NullLog, RunLog, truncate_log
 from calm.engine.runtime import autocast, pick_device, seed_everything
 from calm.engine.sampler import EpochSampler
 from calm.model.calm import CALM, CALMLoss
@@ -51,8 +57,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import ast
-
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -66,39 +70,49 @@ def train(
 ) -> dict:
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
-    seed_everything(tc.seed)
     device = pick_device(tc.device)
+    env = distributed.init(device.type)
+    if env.enabled and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    if tc.batch_size % env.world_size:
+        raise ConfigError(f"train.batch_size: {tc.batch_size} is not divisible by {env.world_size} processes")
+    seed_everything(tc.seed)
 
     model = CALM.from_config(cfg.model).to(device)
     data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer)
     train_ann = data.split(cfg.data.train_split)
     val_ann = data.split(cfg.data.val_split)
-    dump_yaml(cfg, run_dir / "config.yaml")
+    if env.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, run_dir / "config.yaml")
+        (run_dir / "splits.json").write_text(json.dumps({
+            "train": {"split": cfg.data.train_split, "videos": len(train_ann.videos),
+                      "texts": len(train_ann.texts), **train_ann.info},
+            "val": {"split": cfg.data.val_split, "videos": len(val_ann.videos),
+                    "texts": len(val_ann.texts), **val_ann.info},
+        }, indent=2, default=str))
 
     dataset = data.train_dataset(train_ann, seed=tc.seed)
-    sampler = EpochSampler(len(dataset), tc.batch_size, tc.seed)
+    local_batch = tc.batch_size // env.world_size
+    sampler = EpochSampler(len(dataset), local_batch, tc.seed, env.rank, env.world_size)
     steps_per_epoch = sampler.batches_per_epoch()
     if steps_per_epoch == 0:
-        raise ValueError(
-            f"train.batch_size {tc.batch_size} exceeds the {len(dataset)} training pairs of "
+        raise ConfigError(
+            f"train.batch_size: {tc.batch_size} exceeds the {len(dataset)} training pairs of "
             f"{cfg.data.dataset}/{cfg.data.train_split}"
         )
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     num_epochs = math.ceil(total_steps / steps_per_epoch)
-    loader = DataLoader(
-        dataset,
-        batch_size=tc.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate,
-    )
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                        num_workers=cfg.data.num_workers, collate_fn=collate)
 
     optimizer = build_optimizer(model, tc)
     scheduler = cosine_with_warmup(optimizer, total_steps, tc.warmup)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    net = model
+    if env.enabled:
+        net = DistributedDataParallel(model, device_ids=[env.local_rank] if device.type == "cuda" else None)
     loss_fn = CALMLoss()
     skips = SkipLog()
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "skipped_steps": 0}
@@ -107,100 +121,82 @@ def train(
         state = load_state(ckpt_dir / "last.state.pt")
         weights, _, meta = load_model(ckpt_dir / "last.safetensors")
         if meta.get("step") != state["position"]["step"]:
-            raise RuntimeError(
-                f"{ckpt_dir}: last.safetensors and last.state.pt disagree on the step"
-            )
+            raise RuntimeError(f"{ckpt_dir}: last.safetensors and last.state.pt disagree on the step")
         model.load_state_dict(weights.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         pos = dict(state["position"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][min(env.rank, len(state["rng"]) - 1)])
+        if state.get("anchor_cache") is not None and model.anchors is not None:
+            model.anchors._cache = state["anchor_cache"].to(device)
         for record in state["skips"].get("videos", []):
             skips.records[record["video_id"]] = SkippedVideo(**record)
         skips.samples = state["skips"].get("skipped_samples", 0)
+        if env.is_main:
+            truncate_log(run_dir / "metrics.jsonl", pos["step"])
 
-    log = RunLog(run_dir)
+    log = RunLog(run_dir) if env.is_main else NullLog()
 
     def save_last() -> None:
-        position = dict(pos)
-        save_state(
-            ckpt_dir / "last.state.pt",
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "position": position,
-                "rng": rng_state(),
-                "skips": skips.to_dict(),
-            },
-        )
-        save_model(ckpt_dir / "last.safetensors", model, cfg, {"step": pos["step"], **position})
+        rngs = distributed.gather_objects(rng_state())
+        if env.is_main:
+            cache = model.anchors._cache if model.anchors is not None else None
+            save_state(ckpt_dir / "last.state.pt", {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "position": dict(pos), "rng": rngs,
+                "skips": skips.to_dict(), "anchor_cache": None if cache is None else cache.cpu(),
+            })
+            save_model(ckpt_dir / "last.safetensors", model, cfg, {"step": pos["step"], **pos})
+        distributed.barrier()
 
     try:
         while pos["step"] < total_steps:
             epoch = pos["epoch"]
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch, pos["batch"])
-            if model.anchors is not None and model.anchors.refresh == "epoch":
+            if model.anchors is not None and model.anchors.refresh == "epoch" and pos["batch"] == 0:
                 model.anchors.invalidate()
-            model.train()
+            net.train()
             remaining = min(steps_per_epoch - pos["batch"], total_steps - pos["step"])
-            bar = tqdm(
-                total=remaining,
-                desc=f"epoch {epoch + 1}/{num_epochs}",
-                disable=not progress,
-                dynamic_ncols=True,
-            )
+            bar = tqdm(total=remaining, desc=f"epoch {epoch + 1}/{num_epochs}",
+                       disable=not (progress and env.is_main), dynamic_ncols=True)
             started, clips = time.perf_counter(), 0
             for batch in loader:
                 skips.update(batch["skipped"])
                 pos["batch"] += 1
-                if batch["size"] >= 2:
-                    terms = train_step(model, loss_fn, batch, optimizer, scaler, device, tc, pos)
-                    if terms is None:
-                        pos["skipped_steps"] += 1
-                    else:
-                        scheduler.step()
-                        clips += batch["size"]
-                        rate = clips / max(1e-9, time.perf_counter() - started)
-                        bar.set_postfix(loss=f"{terms['loss']:.3f}", clips_s=f"{rate:.1f}")
-                        if pos["step"] % tc.log_every == 0 or pos["step"] == 1:
-                            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-                            log.log(
-                                "train",
-                                pos["step"],
-                                {**terms, "lr": lrs, "clips_per_s": rate},
-                                epoch=epoch,
-                            )
+                terms = None
+                if batch["size"] >= 2 or (env.enabled and batch["size"] >= 1):
+                    terms = train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, pos)
+                if terms is None:
+                    pos["skipped_steps"] += 1
+                else:
+                    scheduler.step()
+                    clips += batch["size"] * env.world_size
                 pos["step"] += 1
                 bar.update(1)
-                if tc.save_every and pos["step"] % tc.save_every == 0:
+                if terms is not None:
+                    rate = clips / max(1e-9, time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{terms['loss']:.3f}", clips_s=f"{rate:.1f}")
+                    if pos["step"] % tc.log_every == 0 or pos["step"] == 1:
+                        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+                        log.log("train", pos["step"], {**terms, "lr": lrs, "clips_per_s": rate},
+                                epoch=epoch)
+                if tc.save_every and pos["step"] % tc.save_every == 0 and pos["step"] < total_steps:
                     save_last()
                 if pos["step"] >= total_steps:
                     break
             bar.close()
-            end_of_epoch = pos["batch"] >= steps_per_epoch or pos["step"] >= total_steps
-            if end_of_epoch:
+            if pos["batch"] >= steps_per_epoch or pos["step"] >= total_steps:
                 if (epoch + 1) % tc.eval_every == 0 or pos["step"] >= total_steps:
-                    val, _, _ = evaluate(
-                        model,
-                        val_ann,
-                        data,
-                        cfg.model.score,
-                        tc.eval_batch_size,
-                        device,
-                        tc.precision,
-                    )
+                    val, _, _ = evaluate(model, val_ann, data, cfg.model.score, tc.eval_batch_size,
+                                         device, tc.precision)
                     log.log("val", pos["step"], val, epoch=epoch)
                     if r1_sum(val) > pos["best"]:
                         pos["best"] = r1_sum(val)
-                        save_model(
-                            ckpt_dir / "best.safetensors",
-                            model,
-                            cfg,
-                            {"step": pos["step"], "epoch": epoch, "val": val},
-                        )
+                        if env.is_main:
+                            save_model(ckpt_dir / "best.safetensors", model, cfg,
+                                       {"step": pos["step"], "epoch": epoch, "val": val})
                 pos["epoch"], pos["batch"] = epoch + 1, 0
                 save_last()
     except KeyboardInterrupt:
@@ -208,44 +204,36 @@ def train(
         log.close()
         raise
 
-    if len(skips):
+    distributed.barrier()
+    if env.is_main and len(skips):
         skips.write(run_dir / "skipped_videos.json")
     best, _, meta = load_model(ckpt_dir / "best.safetensors", device)
     test_ann = data.split(cfg.data.test_split)
-    test, _, _ = evaluate(
-        best, test_ann, data, cfg.model.score, tc.eval_batch_size, device, tc.precision
-    )
-    test["selected_by"] = {
-        "split": cfg.data.val_split,
-        "step": meta["step"],
-        "val_r1_sum": pos["best"],
-    }
+    test, _, _ = evaluate(best, test_ann, data, cfg.model.score, tc.eval_batch_size, device,
+                          tc.precision)
+    test["selected_by"] = {"split": cfg.data.val_split, "step": meta["step"], "val_r1_sum": pos["best"]}
     log.log("test", pos["step"], test)
     log.close()
-    (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    return {
-        "test": test,
-        "best_val_r1_sum": pos["best"],
-        "steps": pos["step"],
-        "skipped_videos": len(skips),
-        "skipped_steps": pos["skipped_steps"],
-    }
+    if env.is_main:
+        (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    return {"test": test, "best_val_r1_sum": pos["best"], "steps": pos["step"],
+            "skipped_videos": len(skips), "skipped_steps": pos["skipped_steps"]}
 
 
-def train_step(model, loss_fn, batch, optimizer, scaler, device, tc, pos) -> dict | None:
+def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, pos) -> dict | None:
     """One optimizer step; returns the loss terms as floats, or None if a non-finite loss was skipped."""
     frames = batch["frames"].to(device, non_blocking=True)
     mask = batch["frame_mask"].to(device, non_blocking=True)
     tokens = batch["tokens"].to(device, non_blocking=True)
     with autocast(device, tc.precision):
-        out = model(frames, mask, tokens)
+        out = net(frames, mask, tokens, gather=distributed.gather_with_grad)
         terms = loss_fn(model, out)
     loss = terms["loss"]
     if not torch.isfinite(loss):
         samples = batch["text_index"].tolist()
         if tc.nonfinite_loss == "error":
             raise NonFiniteLossError(
-                f"non-finite loss {loss.item()} at step {pos['step']} (epoch {pos['epoch']}); "
+                f"non-finite loss {loss.item()} at step {pos['step'] + 1} (epoch {pos['epoch'] + 1}); "
                 f"text indices of the batch: {samples}"
             )
         optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from calm.config.schema import BackboneConfig
-from calm.model.checkpoints import load_clip, register_calm_configs
+from calm.model.checkpoints import load_clip, register_calm_configs, resolve_quick_gelu
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class CLIPBackbone(nn.Module):
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer
+        self.quick_gelu = False  # recorded in calm checkpoints so the architecture rebuilds exactly
         self.embed_dim = int(clip.text_projection.shape[1]) if isinstance(clip, CLIP) else None
         if self.embed_dim is None:
             self.embed_dim = int(getattr(clip.visual, "output_dim", 0)) or int(
@@ -117,12 +118,14 @@ def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
 
 def build_backbone(cfg: BackboneConfig) -> CLIPBackbone:
     register_calm_configs()
-    clip = load_clip(cfg.name, cfg.checkpoint, cfg.checkpoint_format)
+    quick_gelu = resolve_quick_gelu(cfg.checkpoint, cfg.checkpoint_format, cfg.quick_gelu)
+    clip = load_clip(cfg.name, cfg.checkpoint, cfg.checkpoint_format, quick_gelu)
     tokenizer_name = cfg.name if cfg.name in open_clip.list_models() else "ViT-B-32"
     tokenizer = open_clip.get_tokenizer(tokenizer_name)
     if hasattr(tokenizer, "context_length"):
         tokenizer.context_length = int(clip.context_length)
     backbone = CLIPBackbone(clip, tokenizer, freeze=cfg.freeze)
+    backbone.quick_gelu = quick_gelu
     if cfg.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
     return backbone

@@ -2,8 +2,8 @@
 
 Accepted weights: OpenAI's released `.pt` files (TorchScript archives) and plain state dicts with
 OpenAI's key names, open_clip `.bin` / `.pt` / `.safetensors` files, and open_clip `local-dir:`
-folders. OpenAI weights are rebuilt with QuickGELU and an architecture read off the weights, since
-loading them into a GELU model silently degrades every feature.
+folders. OpenAI weights are loaded into the named architecture built with QuickGELU, since loading them
+into a GELU model silently degrades every feature.
 """
 
 from __future__ import annotations
@@ -56,20 +56,16 @@ def _read_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+    if isinstance(state, dict):  # strip a DDP prefix before checking for CLIP's keys
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     if not isinstance(state, dict) or "text_projection" not in state:
-        raise CheckpointError(f"{path}: not an OpenAI CLIP checkpoint (no 'text_projection' weight)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    for key in ("input_resolution", "context_length", "vocab_size"):
+        raise CheckpointError(
+            f"{path}: not an OpenAI CLIP checkpoint (no 'text_projection' weight)"
+        )
+    # attn_mask: the causal-mask buffer a TorchScript trace of an open_clip CLIP saves; derived.
+    for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
         state.pop(key, None)
     return state
-
-
-def build_openai_clip(state: dict[str, torch.Tensor]) -> nn.Module:
-    """OpenAI weights -> an fp32 open_clip CLIP with QuickGELU (the activation they were trained with)."""
-    model = open_clip.model.build_model_from_openai_state_dict(
-        dict(state), quick_gelu=True, cast_dtype=None
-    )
-    return model.float().train()
 
 
 def checkpoint_format(path: Path, declared: str) -> str:
@@ -78,33 +74,56 @@ def checkpoint_format(path: Path, declared: str) -> str:
     return "openai" if is_torchscript_archive(path) else "open_clip"
 
 
-def load_clip(name: str, checkpoint: str | None = None, fmt: str = "auto") -> nn.Module:
-    """Returns a float32 open_clip CLIP: random init from `name`, or with local weights."""
-    register_calm_configs()
-    if checkpoint is None:
-        if name.startswith("local-dir:"):
-            return open_clip.create_model(name, pretrained=None).float()
-        if name not in open_clip.list_models():
-            raise CheckpointError(
-                f"unknown backbone {name!r}; use an open_clip model name such as ViT-B-32, "
-                f"a calm tiny config ({', '.join(calm_model_names())}) or local-dir:/path"
-            )
+def _create(name: str, quick_gelu: bool) -> nn.Module:
+    if name.startswith("local-dir:"):
         return open_clip.create_model(name, pretrained=None).float()
+    if name not in open_clip.list_models():
+        raise CheckpointError(
+            f"unknown backbone {name!r}; use an open_clip model name such as ViT-B-32, "
+            f"a calm tiny config ({', '.join(calm_model_names())}) or local-dir:/path"
+        )
+    return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu).float()
+
+
+def resolve_quick_gelu(checkpoint: str | None, fmt: str, quick_gelu: bool | None) -> bool:
+    """OpenAI weights were trained with QuickGELU; anything else uses the named config's choice."""
+    if quick_gelu is not None:
+        return quick_gelu
+    if checkpoint is None:
+        return False
+    path = Path(checkpoint).expanduser()
+    return path.is_file() and checkpoint_format(path, fmt) == "openai"
+
+
+def load_clip(
+    name: str, checkpoint: str | None = None, fmt: str = "auto", quick_gelu: bool | None = None
+) -> nn.Module:
+    """Returns a float32 open_clip CLIP of architecture `name`: random init, or local weights.
+
+    OpenAI weights are loaded strictly into `name` built with QuickGELU, so a file of another
+    architecture is an error rather than a silent partial load.
+    """
+    register_calm_configs()
+    quick = resolve_quick_gelu(checkpoint, fmt, quick_gelu)
+    if checkpoint is None:
+        return _create(name, quick)
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise CheckpointError(f"backbone checkpoint {path} does not exist; {CHECKPOINT_HINT}")
     if path.is_dir():
         return open_clip.create_model(f"local-dir:{path}", pretrained=None).float()
+    fmt = checkpoint_format(path, fmt)
+    model = _create(name, quick)
     try:
-        if checkpoint_format(path, fmt) == "openai":
-            return build_openai_clip(_read_openai_state_dict(path))
-        model = open_clip.create_model(name, pretrained=None).float()
-        open_clip.load_checkpoint(model, str(path), weights_only=True)
+        if fmt == "openai":
+            model.load_state_dict(_read_openai_state_dict(path), strict=True)
+        else:
+            open_clip.load_checkpoint(model, str(path), weights_only=True)
         return model
     except CheckpointError:
         raise
     except Exception as exc:  # torch/zip/safetensors raise many types; name the file either way
         raise CheckpointError(
-            f"cannot load backbone checkpoint {path} as {checkpoint_format(path, fmt)!r} weights "
-            f"for {name!r}: {type(exc).__name__}: {exc}"
+            f"cannot load backbone checkpoint {path} as {fmt!r} weights into {name!r}: "
+            f"{type(exc).__name__}: {str(exc)[:500]}"
         ) from exc

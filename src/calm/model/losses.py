@@ -29,6 +29,11 @@ def symmetric_info_nce(
         raise ValueError(f"symmetric InfoNCE needs a square matrix of pairs, got {tuple(sims.shape)}")
     scale = log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     logits = scale * sims
+    n = sims.shape[0]
     if targets is None:
-        targets = torch.arange(sims.shape[0], device=sims.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+        targets = inverse = torch.arange(n, device=sims.device)
+    else:
+        if not torch.equal(targets.sort().values.cpu(), torch.arange(n)):
+            raise ValueError("targets must be a permutation of 0..N-1 (one video per text)")
+        inverse = torch.argsort(targets)  # video j is paired with text inverse[j]
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), inverse))
