@@ -99,6 +99,7 @@ def load_model(
 
 
 def save_state(path: Path, state: dict) -> Path:
+    """torch.save of plain containers; `load_state` reads it back with weights_only=True."""
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -114,3 +115,34 @@ def load_state(path: Path) -> dict:
             f"{path} holds pickled objects that are not plain data (tensors, numbers, strings, "
             f"lists, dicts); loading it could execute arbitrary code, so calm refuses: {exc}"
         ) from None
+
+
+def save_resume_point(ckpt_dir: Path, step: int, model: CALM, cfg: ExperimentConfig, state: dict):
+    """Writes weights and training state for `step`, then points `last.json` at the pair.
+
+    The pointer is replaced atomically after both files are complete, so a process killed at any
+    moment leaves a consistent resume point (the new one or the previous one).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    weights = ckpt_dir / f"last-step{step}.safetensors"
+    state_path = ckpt_dir / f"last-step{step}.state.pt"
+    save_state(state_path, state)
+    save_model(weights, model, cfg, {"step": step})
+    pointer = {"step": step, "weights": weights.name, "state": state_path.name}
+    atomic_write(ckpt_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(pointer)))
+    for old in ckpt_dir.glob("last-step*"):
+        if old.name not in (weights.name, state_path.name):
+            old.unlink(missing_ok=True)
+
+
+def load_resume_point(ckpt_dir: Path) -> tuple[dict, dict]:
+    """(model state dict, training state) of the newest complete resume point."""
+    pointer_path = Path(ckpt_dir) / "last.json"
+    if not pointer_path.is_file():
+        raise FileNotFoundError(f"{pointer_path} does not exist: nothing to resume in {ckpt_dir}")
+    pointer = json.loads(pointer_path.read_text())
+    state = load_state(Path(ckpt_dir) / pointer["state"])
+    weights_path = Path(ckpt_dir) / pointer["weights"]
+    if read_metadata(weights_path)["meta"].get("step") != state["position"]["step"]:
+        raise RuntimeError(f"{ckpt_dir}: {pointer['weights']} and {pointer['state']} disagree on the step")
+    return load_file(str(weights_path), device="cpu"), state

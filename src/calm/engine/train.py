@@ -27,7 +27,12 @@ from tqdm import tqdm
 from calm.config import ConfigError, ExperimentConfig, dump_yaml
 from calm.data.datasets import SkipLog, SkippedVideo, collate
 from calm.engine import distributed
-from calm.engine.checkpoint import load_model, load_state, save_model, save_state
+from calm.engine.checkpoint import (
+    load_model,
+    load_resume_point,
+    save_model,
+    save_resume_point,
+)
 from calm.engine.data import data_setup
 from calm.engine.evaluate import evaluate
 from calm.engine.optim import build_optimizer, cosine_with_warmup
@@ -104,8 +109,11 @@ def train(
         )
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     num_epochs = math.ceil(total_steps / steps_per_epoch)
+    # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
+    # run's dropout and VAE noise would drift from the uninterrupted run's.
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.data.num_workers, collate_fn=collate)
+                        num_workers=cfg.data.num_workers, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(tc.seed))
 
     optimizer = build_optimizer(model, tc)
     scheduler = cosine_with_warmup(optimizer, total_steps, tc.warmup)
@@ -118,11 +126,8 @@ def train(
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "skipped_steps": 0}
 
     if resume:
-        state = load_state(ckpt_dir / "last.state.pt")
-        weights, _, meta = load_model(ckpt_dir / "last.safetensors")
-        if meta.get("step") != state["position"]["step"]:
-            raise RuntimeError(f"{ckpt_dir}: last.safetensors and last.state.pt disagree on the step")
-        model.load_state_dict(weights.state_dict())
+        weights, state = load_resume_point(ckpt_dir)
+        model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -142,12 +147,11 @@ def train(
         rngs = distributed.gather_objects(rng_state())
         if env.is_main:
             cache = model.anchors._cache if model.anchors is not None else None
-            save_state(ckpt_dir / "last.state.pt", {
+            save_resume_point(ckpt_dir, pos["step"], model, cfg, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "position": dict(pos), "rng": rngs,
                 "skips": skips.to_dict(), "anchor_cache": None if cache is None else cache.cpu(),
             })
-            save_model(ckpt_dir / "last.safetensors", model, cfg, {"step": pos["step"], **pos})
         distributed.barrier()
 
     try:
