@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "calm.cli.pretrain",
     "calm.cli.demo",
     "calm.cli.data_check",
+    "calm.cli.prepare_videos",
+    "calm.cli.synth",
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,21 @@ DEFAULT_SEEK_GAP = 8
 # Demuxers whose seeks land exactly on indexed keyframes with the same timestamps as a linear
 # read. MPEG-PS, for one, re-derives timestamps after a seek and shifts them by a frame.
 SEEKABLE_FORMATS = frozenset({"mp4", "mov", "matroska", "webm", "avi"})
+
+
+_REFORMATTERS: dict[int, VideoReformatter] = {}
+
+
+def _process_reformatter() -> VideoReformatter:
+    """One swscale context per process, reused for every frame (half the conversion cost).
+
+    A forked DataLoader worker must neither reuse nor free the context it inherited (freeing it
+    there hangs the worker), so the parent's entry simply stays in the table.
+    """
+    pid = os.getpid()
+    if pid not in _REFORMATTERS:
+        _REFORMATTERS[pid] = VideoReformatter()
+    return _REFORMATTERS[pid]
 
 
 @dataclass(frozen=True)
@@ -207,15 +223,9 @@ class FrameSampler:
         self.threads = threads
         self.skip_nonref = skip_nonref
         self.min_crop_area = min_crop_area
-        self._reformatter: VideoReformatter | None = None
         self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / std
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_reformatter"] = None  # a C object; each DataLoader worker makes its own
-        return state
 
     def indices_for(self, path, rng: random.Random | None = None) -> list[int]:
         """The frame indices a call with the same rng state would decode."""
@@ -375,9 +385,7 @@ class FrameSampler:
         scale = s / min(disp_w, frame.height)
         w = max(s, round(disp_w * scale))
         h = max(s, round(frame.height * scale))
-        if self._reformatter is None:  # one swscale context for all frames: half the cost
-            self._reformatter = VideoReformatter()
-        img = self._reformatter.reformat(
+        img = _process_reformatter().reformat(
             frame, width=w, height=h, format="rgb24", interpolation="BICUBIC"
         ).to_ndarray()
         turns = round((frame.rotation or 0) / 90) % 4

@@ -39,8 +39,7 @@ class DemoConfig:
 
 
 def experiment_config(demo: DemoConfig, data_root: Path, domain: dict, clip_path: Path,
-                      alignment: str, val_size: int, steps_per_epoch_hint: int) -> ExperimentConfig:
-    base = data_root / domain["name"]
+                      alignment: str, steps_per_epoch: int) -> ExperimentConfig:
     return from_dict(ExperimentConfig, {
         "model": {
             "backbone": {"name": demo.pretrain.model, "checkpoint": str(clip_path),
@@ -50,12 +49,12 @@ def experiment_config(demo: DemoConfig, data_root: Path, domain: dict, clip_path
             "alignment": {"name": alignment},
         },
         "data": {
-            "dataset": domain["loader"], "annotations": str(base / "annotations"),
-            "videos": str(base / "videos"), "num_frames": demo.num_frames,
-            "num_workers": demo.num_workers, "options": {"val_size": val_size},
+            "dataset": domain["loader"], "annotations": str(data_root / domain["annotations"]),
+            "videos": str(data_root / domain["videos"]), "num_frames": demo.num_frames,
+            "num_workers": demo.num_workers, "options": dict(domain.get("loader_options", {})),
         },
         "train": {
-            "epochs": max(1, -(-demo.steps // steps_per_epoch_hint)), "max_steps": demo.steps,
+            "epochs": max(1, -(-demo.steps // steps_per_epoch)), "max_steps": demo.steps,
             "batch_size": demo.batch_size, "lr": demo.lr, "backbone_lr": demo.backbone_lr,
             "seed": demo.seed, "log_every": 5,
         },
@@ -110,15 +109,13 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
     timings["pretrain_s"] = time.perf_counter() - t
 
     domain = manifest["domains"][0]
-    base = data_root / domain["name"]
-    n_train = len(load_split(domain["loader"], base / "annotations", base / "videos", "train",
-                             {"val_size": 0}).videos)
-    val_size = max(16, n_train // 8)
-    runs, checkpoints, configs = {}, [], {}
+    n_train = len(load_split(domain["loader"], data_root / domain["annotations"],
+                             data_root / domain["videos"], "train",
+                             domain.get("loader_options")).texts)
+    runs, checkpoints, configs, results = {}, [], {}, {}
     for label, alignment in demo.methods.items():
-        cfg = experiment_config(demo, data_root, domain, clip_path, alignment, val_size,
-                                max(1, (n_train - val_size) // demo.batch_size))
-        cfg.train.eval_every = 1
+        cfg = experiment_config(demo, data_root, domain, clip_path, alignment,
+                                max(1, n_train // demo.batch_size))
         run_dir = out / "runs" / label
         t = time.perf_counter()
         result = train(cfg, run_dir, progress=progress)
@@ -126,7 +123,7 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
         runs[label] = run_dir
         configs[label] = cfg
         checkpoints.append((label, str(run_dir / "checkpoints" / "best.safetensors")))
-        result["steps"] = result["steps"]
+        results[label] = result
 
     t = time.perf_counter()
     matrix = ood_matrix(checkpoints, synthetic_targets(data_root))
