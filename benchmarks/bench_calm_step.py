@@ -107,8 +107,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, CPU"
     )
     print(
-        f"{'refresh':8s} {'none (s)':>9s} {'vae (s)':>9s} {'vae-none':>9s} {'ratio':>7s}  "
-        f"none/vae per-step times"
+        f"{'refresh':8s} {'none (s)':>9s} {'vae (s)':>9s} {'vae-none':>9s} {'ratio':>7s} "
+        f"{'min ratio':>9s}  none/vae per-step times (s)"
     )
     for refresh in a.refresh:
         candidate = build(a.backbone, "vae", refresh)

@@ -120,7 +120,7 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
         optimizer.step()
         scheduler.step()
         clamp_logit_scale_(clip.logit_scale)
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     state = {k: v.detach().contiguous() for k, v in clip.state_dict().items()}
     meta = {"model": cfg.model, "steps": str(cfg.steps), "final_loss": f"{np.mean(losses[-20:]):.4f}"}

@@ -8,6 +8,7 @@ into a GELU model silently degrades every feature.
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -72,6 +73,17 @@ def checkpoint_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
     return "openai" if is_torchscript_archive(path) else "open_clip"
+
+
+class _QuietRandomInit(logging.Filter):
+    """open_clip warns "No pretrained weights loaded" on every random init; calm loads weights
+    itself afterwards (or means random init), so the warning only misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_QuietRandomInit())
 
 
 def _create(name: str, quick_gelu: bool) -> nn.Module:
