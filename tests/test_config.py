@@ -266,3 +266,22 @@ def test_required_fields_marked_with_question_marks(tmp_path):
     assert filled.data.videos == "/data/videos"
     lenient = load(ExperimentConfig, path, allow_missing=True)
     assert lenient.model.backbone.checkpoint is None and lenient.data.videos is None
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.fusion.name=maxP", "model.fusion.name"),
+    ("model.alignment.name=l2", "model.alignment.name"),
+    ("model.anchors.labels=/no/such/labels.txt", "model.anchors.labels"),
+])
+def test_unknown_component_names_are_config_errors_naming_the_key(override, key):
+    from calm.model.calm import CALM
+
+    cfg = load(ExperimentConfig, None, ["model.backbone.name=calm-micro", override])
+    with pytest.raises(ConfigError, match=key):
+        CALM.from_config(cfg.model)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "nan"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ConfigError, match="train.lr"):
+        load(ExperimentConfig, None, [f"train.lr={value}"])

@@ -253,3 +253,26 @@ def test_xpool_pooling_depends_on_text(heads):
     with torch.no_grad():
         pooled = head(frames, mask, text)  # [1, 2, D]
     assert (pooled[0, 0] - pooled[0, 1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_xpool_folded_output_projection_equals_pooling_then_projecting(heads):
+    """video_state moves out_proj onto the frames; it must equal project(sum_f a_f v_f)."""
+    import math
+
+    torch.manual_seed(0)
+    head = TextConditionedPooling(64, FusionConfig(name="xpool", heads=heads, dropout=0.0))
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    text, frames = torch.randn(5, 64), torch.randn(3, 6, 64)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    x = head.norm_in(frames)
+    q = head._split(head.q_proj(head.norm_in(text)))
+    k, v = head._split(head.k_proj(x)), head._split(head.v_proj(x))
+    logits = torch.einsum("thd,vfhd->vthf", q, k) / math.sqrt(q.shape[-1])
+    attn = logits.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+    pooled = torch.einsum("vthf,vfhd->vthd", attn, v).flatten(-2)
+    y = head.norm_mid(head.out_proj(pooled))
+    reference = head.norm_out(y + head.linear(y))
+    torch.testing.assert_close(head(frames, mask, text), reference, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,7 @@ field here, so CALM, its ablations and its baselines run from the same code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from calm.config.errors import ConfigError
@@ -18,6 +19,8 @@ def _choice(key: str, value: object, choices: tuple) -> None:
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key}: must be {bound}, got {value!r}")

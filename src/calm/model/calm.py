@@ -8,21 +8,32 @@ VAE -> S_p-hat. The model returns all of these; `CALMLoss` turns them into loss 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from calm.config.errors import ConfigError
 from calm.config.schema import ModelConfig
 from calm.model.alignment import AlignmentObjective, build_alignment
 from calm.model.anchors import AnchorBank, build_anchors
 from calm.model.backbone import CLIPBackbone, build_backbone
 from calm.model.distributions import anchor_logits
-from calm.model.fusion import FusionHead, build_fusion, masked_mean
+from calm.model.fusion import FUSION_HEADS, FusionHead, build_fusion, masked_mean
 from calm.model.losses import symmetric_info_nce
 from calm.model.vae import CrossModalVAE, VAEOutput
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def _config_key(key: str):
+    try:
+        yield
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        raise ConfigError(f"{key}: {message}") from None
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -68,13 +79,18 @@ class CALM(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> CALM:
+        """Builds every component by name; a bad name or label file is a ConfigError naming the key."""
+        with _config_key("model.alignment.name"):
+            alignment = build_alignment(cfg.alignment)
+        with _config_key("model.fusion.name"):
+            FUSION_HEADS.get(cfg.fusion.name)
         backbone = build_backbone(cfg.backbone)
         dim = backbone.embed_dim
-        alignment = build_alignment(cfg.alignment)
         needs_vae = alignment.uses_vae or cfg.score.mode == "anchor_agreement"
         anchors = None
         if alignment.uses_anchors or needs_vae:
-            anchors = build_anchors(cfg.anchors, backbone.tokenize, dim)
+            with _config_key("model.anchors.labels"):
+                anchors = build_anchors(cfg.anchors, backbone.tokenize, dim)
         vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if needs_vae else None
         return cls(backbone, build_fusion(cfg.fusion, dim), alignment, anchors, vae)
 

@@ -121,10 +121,21 @@ class TextConditionedPooling(FusionHead):
         return x.reshape(*x.shape[:-1], self.heads, x.shape[-1] // self.heads)
 
     def video_state(self, frames, mask):
+        """Keys and output-projected values per frame: text-free, so computed once per video.
+
+        Attention weights sum to one, so out_proj(sum_f a_f v_f) = sum_f a_f (W_h v_f) + b: the
+        output projection moves from every (text, video) pair to every frame.
+        """
         x = self.norm_in(frames)
         if mask is None:
             mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
-        return {"keys": self._split(self.k_proj(x)), "values": self._split(self.v_proj(x)), "mask": mask}
+        values = self._split(self.v_proj(x))  # [Nv, T, H, dh]
+        w = self.out_proj.weight.reshape(-1, self.heads, values.shape[-1])  # [D, H, dh]
+        return {
+            "keys": self._split(self.k_proj(x)),
+            "values": torch.einsum("vfhd,ohd->vfho", values, w),  # [Nv, T, H, D]
+            "mask": mask,
+        }
 
     def pool_state(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled video embeddings [N_v, N_t, D] for every (video, text) pair of the inputs."""
@@ -133,8 +144,8 @@ class TextConditionedPooling(FusionHead):
         logits = torch.einsum("thd,vfhd->vthf", q, keys) / math.sqrt(q.shape[-1])
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
         attn = logits.softmax(dim=-1)
-        pooled = torch.einsum("vthf,vfhd->vthd", attn, values).flatten(-2)
-        x = self.norm_mid(self.out_proj(pooled))
+        pooled = torch.einsum("vthf,vfho->vto", attn, values) + self.out_proj.bias
+        x = self.norm_mid(pooled)
         return self.norm_out(x + self.dropout(self.linear(x)))
 
     def score(self, text, state):
