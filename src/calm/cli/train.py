@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from calm.cli.common import add_config_args
 
@@ -36,7 +37,12 @@ def run(args) -> int:
         name = Path(args.config).stem if args.config else "default"
         run_dir = Path(args.out or f"runs/{name}")
     cfg = load(ExperimentConfig, config, args.overrides)
-    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    try:
+        result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; a resume point was saved. Continue with: calm train --resume {run_dir}",
+              file=sys.stderr)
+        return 130
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({"run_dir": str(run_dir), **result}, indent=2))
     return 0

@@ -126,6 +126,32 @@ class ScoreConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """The caption decoder (task: captioning): a transformer over CLIP BPE tokens that
+    cross-attends to the per-frame features."""
+
+    layers: int = 3
+    width: int = 512
+    heads: int = 8
+    dropout: float = 0.1
+    max_length: int = 32  # tokens generated at most, start and end tokens included
+    beam_size: int = 3
+    length_penalty: float = 0.0  # beam score = log p / length ** length_penalty
+
+    def __post_init__(self):
+        _positive("layers", self.layers)
+        _positive("width", self.width)
+        _positive("heads", self.heads)
+        _positive("max_length", self.max_length)
+        _positive("beam_size", self.beam_size)
+        _positive("length_penalty", self.length_penalty, allow_zero=True)
+        if self.width % self.heads:
+            raise ConfigError(f"width: {self.width} is not divisible by heads {self.heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -133,6 +159,7 @@ class ModelConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
 
 
 @dataclass

@@ -1,0 +1,65 @@
+"""Faults during training: a corrupt video under `skip`, Ctrl-C, and the `error` policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from calm.config import ExperimentConfig, from_dict
+from calm.data.loaders import load_split
+from calm.engine.train import train
+from tests.engine_fixtures import tiny_config, write_config, write_tiny_msrvtt
+from tests.videos import truncate_file, write_garbage
+
+pytestmark = pytest.mark.slow
+
+
+def test_corrupt_videos_are_counted_and_training_goes_on_under_skip(tmp_path):
+    ann, vid = write_tiny_msrvtt(tmp_path)
+    cfg = from_dict(ExperimentConfig, tiny_config(ann, vid, epochs=1))
+    train_ids = [v.video_id for v in load_split("msrvtt", ann, vid, "train", cfg.data.options).videos]
+    bad = train_ids[2], train_ids[5]
+    truncate_file(vid / f"{bad[0]}.mp4", fraction=0.2)
+    write_garbage(vid / f"{bad[1]}.mp4")
+    cfg.data.missing_video = "skip"
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["skipped_videos"] == 2
+    log = json.loads((tmp_path / "run" / "skipped_videos.json").read_text())
+    assert {v["video_id"] for v in log["videos"]} == set(bad)
+    assert all(v["reason"] for v in log["videos"])
+    assert log["skipped_samples"] >= 2
+    assert (tmp_path / "run" / "test_metrics.json").is_file()
+
+
+def test_a_corrupt_video_stops_the_run_naming_it_under_error(tmp_path):
+    ann, vid = write_tiny_msrvtt(tmp_path)
+    write_garbage(vid / "video5.mp4")
+    cfg = from_dict(ExperimentConfig, tiny_config(ann, vid, epochs=1))
+    with pytest.raises(Exception, match="video5.mp4"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+    ann, vid = write_tiny_msrvtt(tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_config(ann, vid, epochs=50))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "calm", "train", "--config", str(cfg), "--out",
+                             str(run), "--no-progress"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    log = run / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (log.is_file() and log.read_text().count('"train"') >= 5):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    pointer = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert pointer["step"] >= 5, out.decode()[-2000:]
+    assert (run / "checkpoints" / pointer["weights"]).is_file()
