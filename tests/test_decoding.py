@@ -93,18 +93,44 @@ def test_max_length_cuts_unfinished_hypotheses():
     assert beams[1].log_prob == pytest.approx(math.log(0.7 * 0.3), abs=1e-6)
 
 
+def test_early_end_tokens_do_not_stop_the_search():
+    # Weak second beams let "a <end>" and "a b <end>" into the top 2 early; stopping at the first
+    # two finished hypotheses (fairseq's rule) would return the fragment "a". The search goes on
+    # while the live "a b b" can still beat them and finds "a b b <end>" (0.97 * .7 * .7 * .99).
+    step = table_step({
+        (BOS,): {A: 0.97, B: 0.02, EOS: 0.01},
+        (BOS, A): {B: 0.7, EOS: 0.3},
+        (BOS, A, B): {B: 0.7, EOS: 0.3},
+        (BOS, A, B, B): {EOS: 0.99, A: 0.01},
+    })
+    beams = beam_search(step, 1, bos=BOS, eos=EOS, beam_size=2, max_length=6)[0]
+    assert beams[0].tokens == (BOS, A, B, B, EOS)
+    assert beams[0].log_prob == pytest.approx(math.log(0.97 * 0.7 * 0.7 * 0.99), abs=1e-6)
+    assert beams[1].tokens == (BOS, A, EOS)
+
+
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), batch=st.integers(1, 3), max_length=st.integers(2, 6),
-       penalty=st.sampled_from([0.0, 0.6, 1.0]))
-def test_beam_size_one_is_greedy(seed, batch, max_length, penalty):
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 3), max_length=st.integers(2, 6))
+def test_beam_size_one_is_greedy(seed, batch, max_length):
     step = random_step(seed, vocab=5)
-    greedy = greedy_search(step, batch, bos=4, eos=0, max_length=max_length,
-                           length_penalty=penalty)
-    beams = beam_search(step, batch, bos=4, eos=0, beam_size=1, max_length=max_length,
-                        length_penalty=penalty)
+    greedy = greedy_search(step, batch, bos=4, eos=0, max_length=max_length)
+    beams = beam_search(step, batch, bos=4, eos=0, beam_size=1, max_length=max_length)
     assert greedy == beams
-    assert search(step, batch, bos=4, eos=0, beam_size=1, max_length=max_length,
-                  length_penalty=penalty) == greedy
+    assert search(step, batch, bos=4, eos=0, beam_size=1, max_length=max_length) == greedy
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), max_length=st.integers(2, 6))
+def test_beam_size_one_with_length_penalty_never_scores_below_greedy(seed, max_length):
+    # It follows greedy's tokens; where greedy ends it keeps looking for a longer, better-scored one.
+    step = random_step(seed, vocab=5)
+    greedy = greedy_search(step, 2, bos=4, eos=0, max_length=max_length, length_penalty=1.0)
+    beams = beam_search(step, 2, bos=4, eos=0, beam_size=1, max_length=max_length,
+                        length_penalty=1.0)
+    for g, b in zip(greedy, beams):
+        assert b[0].score >= g[0].score - 1e-9
+        n = len(g[0].tokens) - 1
+        assert b[0].tokens[:n] == g[0].tokens[:n]
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,5 +1,12 @@
-"""Retrieval metrics (pure functions; imports nothing from ``calm``)."""
+"""Retrieval and captioning metrics (pure functions; imports nothing from ``calm``)."""
 
+from .captioning import (
+    METRIC_NAMES,
+    JavaNotFoundError,
+    caption_metrics,
+    close_meteor,
+    ptb_tokenize,
+)
 from .retrieval import (
     TIE_RULES,
     caption_groups,
@@ -10,8 +17,13 @@ from .retrieval import (
 )
 
 __all__ = [
+    "METRIC_NAMES",
+    "JavaNotFoundError",
     "TIE_RULES",
     "caption_groups",
+    "caption_metrics",
+    "close_meteor",
+    "ptb_tokenize",
     "ranks_t2v",
     "ranks_v2t",
     "retrieval_metrics",

@@ -4,12 +4,16 @@ A scorer is `step_fn(prefix [N, t] long, index [N] long) -> log-probs [N, V]`: r
 `prefix[n]` for batch item `index[n]` (so a captioner can look up that video's cached memory).
 Every live prefix has the same length at a step, so one call scores them all.
 
-Beam search follows fairseq's rules, which make beam size 1 *exactly* greedy decoding:
-candidates are ranked by raw cumulative log-probability; an end token among the k best candidates
-finishes a hypothesis; an item stops once it holds k finished hypotheses; the length penalty only
-rescores finished hypotheses, score = log p / length ** length_penalty, with length counting the
-generated tokens (the end token included, the start token not). Hypotheses that reach
-`max_length` tokens (start token included) without an end token are returned unfinished.
+Beam search ranks candidates by raw cumulative log-probability and keeps the k best that do not
+end; an end token among the k best candidates finishes a hypothesis, scored
+log p / length ** length_penalty (length counts the generated tokens, the end token included, the
+start token not). An item stops when it holds k finished hypotheses and no live beam can still
+beat the worst of them: log-probabilities only fall, so a live beam's best possible score is its
+log p over the longest length it could reach. (Stopping at the first k finished, as fairseq does,
+returns fragments like "a dog runs" when weak beams let early end tokens into the top k.) With no
+length penalty, beam size 1 is exactly greedy decoding; with one, it can only score higher.
+Hypotheses that reach `max_length` tokens (start token included) without an end token are
+returned unfinished.
 Ties are broken towards the lower token id, as `argmax` does, in both searches.
 """
 
@@ -132,7 +136,14 @@ def beam_search(
                     new_live.append(([*prefix, token], total))
                     if len(new_live) == k:
                         break
-            live[b] = [] if len(done[b]) >= k else new_live
+            done[b] = sorted(done[b], key=lambda h: -h.score)[:k]
+            live[b] = new_live
+            if len(done[b]) == k and new_live:
+                # The longest reachable length is max_length - 1 generated tokens.
+                best = max(length_normalised(lp, max_length - 1, length_penalty)
+                           for _, lp in new_live)
+                if best <= done[b][-1].score:
+                    live[b] = []
     for b in range(batch_size):
         for prefix, lp in live[b]:
             finish(b, prefix, lp, False)
