@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "calm.cli.train",
     "calm.cli.evaluate",
     "calm.cli.ood",
+    "calm.cli.caption",
     "calm.cli.model_info",
     "calm.cli.pretrain",
     "calm.cli.demo",

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from calm.config import ExperimentConfig, from_dict, to_dict
-from calm.model.calm import CALM
 
 
 class UnsafeCheckpointError(ValueError):
@@ -47,7 +47,7 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
-def model_config_for_checkpoint(model: CALM, cfg: ExperimentConfig) -> dict:
+def model_config_for_checkpoint(model: nn.Module, cfg: ExperimentConfig) -> dict:
     """The config to rebuild exactly this model from its own weights (no external checkpoint)."""
     data = to_dict(cfg)
     backbone = data["model"]["backbone"]
@@ -56,7 +56,7 @@ def model_config_for_checkpoint(model: CALM, cfg: ExperimentConfig) -> dict:
     return data
 
 
-def save_model(path: Path, model: CALM, cfg: ExperimentConfig, meta: dict | None = None) -> Path:
+def save_model(path: Path, model: nn.Module, cfg: ExperimentConfig, meta: dict | None = None) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {
         "format": "calm-checkpoint-v1",
@@ -89,11 +89,13 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def load_model(
     path: Path, device: str | torch.device = "cpu"
-) -> tuple[CALM, ExperimentConfig, dict]:
+) -> tuple[nn.Module, ExperimentConfig, dict]:
     """Rebuilds the model from the config stored in the checkpoint and loads its weights."""
     info = read_metadata(path)
     cfg = from_dict(ExperimentConfig, info["config"])
-    model = CALM.from_config(cfg.model)
+    from calm.engine.tasks import build_model
+
+    model = build_model(cfg)
     model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     return model.to(device), cfg, info["meta"]
 
@@ -117,7 +119,7 @@ def load_state(path: Path) -> dict:
         ) from None
 
 
-def save_resume_point(ckpt_dir: Path, step: int, model: CALM, cfg: ExperimentConfig, state: dict):
+def save_resume_point(ckpt_dir: Path, step: int, model: nn.Module, cfg: ExperimentConfig, state: dict):
     """Writes weights and training state for `step`, then points `last.json` at the pair.
 
     The pointer is replaced atomically after both files are complete, so a process killed at any

@@ -72,7 +72,7 @@ def _shard(dataset, rank: int, world_size: int):
     return Subset(dataset, range(rank, len(dataset), world_size))
 
 
-def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer) -> DataSetup:
+def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer, text_length: int | None = None) -> DataSetup:
     if cfg.annotations is None or cfg.videos is None:
         from calm.config.errors import ConfigError
 
@@ -83,5 +83,5 @@ def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer) -> DataSetup:
     spec = FrameSpec(
         num_frames=cfg.num_frames, image_size=pre.image_size, mean=pre.mean, std=pre.std
     )
-    length = min(cfg.text_length, pre.context_length)
+    length = min(text_length or cfg.text_length, pre.context_length)
     return DataSetup(cfg, spec, Tokenize(tokenizer, length))

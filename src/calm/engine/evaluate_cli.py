@@ -9,6 +9,7 @@ from calm.engine.checkpoint import load_model
 from calm.engine.data import data_setup
 from calm.engine.evaluate import evaluate, save_similarity
 from calm.engine.runtime import pick_device
+from calm.engine.tasks import evaluate_captioning, text_length
 
 
 def target_config(
@@ -19,7 +20,7 @@ def target_config(
     data["data"].update(
         dataset=dataset, annotations=str(annotations), videos=str(videos), options={}
     )
-    if dataset == "didemo" and data["data"]["text_length"] < 64:
+    if dataset == "didemo" and data["data"]["text_length"] < 64 and data["task"] == "retrieval":
         data["data"]["text_length"] = 64
     return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
 
@@ -43,12 +44,18 @@ def evaluate_checkpoint(
     score = cfg.model.score
     if score_mode is not None:
         score = dataclasses.replace(score, mode=score_mode)
-    data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer)
+    data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
+                      text_length(cfg))
     ann = data.split(split)
-    result, sim, emb = evaluate(
-        model, ann, data, score, cfg.train.eval_batch_size, device, cfg.train.precision, progress
-    )
-    if save_sim:
-        save_similarity(save_sim, sim, emb)
-    result.update(dataset=dataset, split=split, checkpoint=str(checkpoint))
+    if cfg.task == "captioning":
+        if save_sim:
+            raise ValueError("--save-sim applies to retrieval checkpoints; this one is captioning")
+        result = evaluate_captioning(model, ann, data, cfg.train.eval_batch_size, device,
+                                     cfg.train.precision, progress)
+    else:
+        result, sim, emb = evaluate(model, ann, data, score, cfg.train.eval_batch_size, device,
+                                    cfg.train.precision, progress)
+        if save_sim:
+            save_similarity(save_sim, sim, emb)
+    result.update(task=cfg.task, dataset=dataset, split=split, checkpoint=str(checkpoint))
     return result

@@ -2,7 +2,8 @@
 
 Per step: batch -> model forward (frame features, fusion similarity over the global batch, anchor
 branch, VAE) -> CALMLoss -> backward -> clip -> AdamW -> schedule -> logit-scale clamp. Per epoch:
-evaluate on the validation split, keep `best` (by validation R@1 sum, t2v + v2t) and `last`. At
+evaluate on the validation split, keep `best` (retrieval: t2v + v2t R@1; captioning: CIDEr) and
+`last`. At
 the end: evaluate the test split once, with the best checkpoint; the test split is not read before.
 
 Under torchrun the same function runs in every process: DDP averages gradients, the contrastive
@@ -34,21 +35,23 @@ from calm.engine.checkpoint import (
     save_resume_point,
 )
 from calm.engine.data import data_setup
-from calm.engine.evaluate import evaluate
 from calm.engine.optim import build_optimizer, cosine_with_warmup
 from calm.engine.runlog import NullLog, RunLog, truncate_log
 from calm.engine.runtime import autocast, pick_device, seed_everything
 from calm.engine.sampler import EpochSampler
-from calm.model.calm import CALM, CALMLoss
+from calm.engine.tasks import (
+    build_loss,
+    build_model,
+    evaluate_split,
+    selection_name,
+    selection_score,
+    text_length,
+)
 from calm.model.losses import clamp_logit_scale_
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; names the step and the samples of the batch."""
-
-
-def r1_sum(metrics: dict) -> float:
-    return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
 
 
 def rng_state() -> dict:
@@ -84,8 +87,9 @@ def train(
         raise ConfigError(f"train.batch_size: {tc.batch_size} is not divisible by {env.world_size} processes")
     seed_everything(tc.seed)
 
-    model = CALM.from_config(cfg.model).to(device)
-    data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer)
+    model = build_model(cfg).to(device)
+    data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
+                      text_length(cfg))
     train_ann = data.split(cfg.data.train_split)
     val_ann = data.split(cfg.data.val_split)
     if env.is_main:
@@ -121,7 +125,7 @@ def train(
     net = model
     if env.enabled:
         net = DistributedDataParallel(model, device_ids=[env.local_rank] if device.type == "cuda" else None)
-    loss_fn = CALMLoss()
+    loss_fn = build_loss(cfg)
     skips = SkipLog()
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "skipped_steps": 0}
 
@@ -193,11 +197,10 @@ def train(
             bar.close()
             if pos["batch"] >= steps_per_epoch or pos["step"] >= total_steps:
                 if (epoch + 1) % tc.eval_every == 0 or pos["step"] >= total_steps:
-                    val, _, _ = evaluate(model, val_ann, data, cfg.model.score, tc.eval_batch_size,
-                                         device, tc.precision)
+                    val = evaluate_split(model, val_ann, data, cfg, device)
                     log.log("val", pos["step"], val, epoch=epoch)
-                    if r1_sum(val) > pos["best"]:
-                        pos["best"] = r1_sum(val)
+                    if selection_score(cfg, val) > pos["best"]:
+                        pos["best"] = selection_score(cfg, val)
                         if env.is_main:
                             save_model(ckpt_dir / "best.safetensors", model, cfg,
                                        {"step": pos["step"], "epoch": epoch, "val": val})
@@ -213,9 +216,9 @@ def train(
         skips.write(run_dir / "skipped_videos.json")
     best, _, meta = load_model(ckpt_dir / "best.safetensors", device)
     test_ann = data.split(cfg.data.test_split)
-    test, _, _ = evaluate(best, test_ann, data, cfg.model.score, tc.eval_batch_size, device,
-                          tc.precision)
-    test["selected_by"] = {"split": cfg.data.val_split, "step": meta["step"], "val_r1_sum": pos["best"]}
+    test = evaluate_split(best, test_ann, data, cfg, device)
+    test["selected_by"] = {"split": cfg.data.val_split, "step": meta["step"],
+                           "metric": selection_name(cfg), "value": pos["best"]}
     log.log("test", pos["step"], test)
     log.close()
     if env.is_main:
@@ -249,5 +252,6 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, pos) -
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    clamp_logit_scale_(model.logit_scale)
+    if hasattr(model, "logit_scale"):  # retrieval's temperature; captioning has none
+        clamp_logit_scale_(model.logit_scale)
     return {k: float(v.detach()) for k, v in terms.items()}

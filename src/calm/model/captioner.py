@@ -187,9 +187,12 @@ class CALMCaptioner(nn.Module):
 
     # ---- training forward -----------------------------------------------------------------------
     def forward(
-        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor
+        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, gather=None
     ) -> CaptionOutput:
         """Teacher forcing: logits for tokens[:, 1:] given tokens[:, :-1].
+
+        `gather` is accepted for the training loop's common call and unused: the caption loss and
+        the alignment terms are per-sample, so nothing needs the global batch.
 
         Trailing columns that are padding in every row are cut first (they are ignored anyway), so
         logits and targets may be shorter than L - 1; they always match each other.

@@ -1,0 +1,62 @@
+"""Captioning through the command line: train, eval (COCO metrics), ood, `calm caption`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.test_end_to_end import calm
+
+pytestmark = pytest.mark.slow
+
+
+def test_captioning_cli(tmp_path):
+    data = tmp_path / "synth"
+    calm("synth", "--out", data, "--scale", "tiny", "--seed", "2")
+    manifest = json.loads((data / "manifest.json").read_text())
+    domain = manifest["domains"][0]
+    cfg = {
+        "task": "captioning",
+        "model": {
+            "backbone": {"name": "calm-micro"},
+            "anchors": {"labels": str(data / "anchors.txt")},
+            "alignment": {"name": "vae"},
+            "caption": {"layers": 1, "width": 64, "heads": 2, "max_length": 24, "beam_size": 2},
+        },
+        "data": {"dataset": "msrvtt", "annotations": str(data / domain["annotations"]),
+                 "videos": str(data / domain["videos"]), "num_frames": 4, "num_workers": 0,
+                 "options": domain["loader_options"]},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "log_every": 1, "eval_batch_size": 8},
+    }
+    (tmp_path / "cap.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    calm("train", "--config", tmp_path / "cap.yaml", "--out", run, "--no-progress")
+    test = json.loads((run / "test_metrics.json").read_text())
+    for key in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
+        assert 0.0 <= test[key] <= 1000.0, key
+    assert test["selected_by"]["metric"] == "CIDEr"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records if r["kind"] != "train"] == ["val", "val", "test"]
+
+    ckpt = run / "checkpoints" / "best.safetensors"
+    out = json.loads(calm("eval", "--checkpoint", ckpt, "--dataset", "msrvtt",
+                          "--annotations", data / domain["annotations"],
+                          "--videos", data / domain["videos"], "--split", "test"))
+    assert out["task"] == "captioning"
+    assert {k: out[k] for k in ("BLEU-4", "CIDEr")} == {k: test[k] for k in ("BLEU-4", "CIDEr")}
+
+    ood = tmp_path / "ood"
+    calm("ood", "--checkpoint", f"cap={ckpt}", "--targets",
+         f"msrvtt=msrvtt:{data / domain['annotations']}:{data / domain['videos']}:test",
+         f"didemo=didemo:{data / 'didemo/annotations'}:{data / 'didemo/videos'}:test",
+         "--out", ood)
+    assert "CIDEr" in (ood / "ood.md").read_text()
+    table = json.loads((ood / "ood.json").read_text())["results"]["cap"]
+    assert table["msrvtt"]["in_domain"] and not table["didemo"]["in_domain"]
+
+    video = sorted((data / domain["videos"]).glob("*.mp4"))[0]
+    printed = calm("caption", "--checkpoint", ckpt, video, "--beam-size", "1")
+    path, caption = printed.strip().split("\t")
+    assert path == str(video) and caption.strip()
