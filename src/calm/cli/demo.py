@@ -7,7 +7,9 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run baseline vs CALM end to end on the synthetic benchmark")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--scale", default="default", choices=["tiny", "small", "default"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated benchmark")
+    p.add_argument("--data", default=None, help="benchmark folder (default: OUT/data; reused if it fits)")
     p.add_argument("--steps", type=int, default=None, help="fine-tuning steps per method")
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
@@ -19,12 +21,12 @@ def run(args) -> int:
 
     from calm.engine.demo import DemoConfig, run_demo
 
-    demo = DemoConfig(scale=args.scale, seed=args.seed)
+    demo = DemoConfig(scale=args.scale, seed=args.seed, data_seed=args.data_seed)
     if args.steps:
         demo.steps = args.steps
     if args.pretrain_steps:
         demo.pretrain = dataclasses.replace(demo.pretrain, steps=args.pretrain_steps)
-    summary = run_demo(args.out, demo, progress=not args.no_progress)
+    summary = run_demo(args.out, demo, progress=not args.no_progress, data_root=args.data)
     print(summary["table"])
     print(f"report: {summary['report']}")
     return 0
