@@ -22,9 +22,10 @@ def main() -> None:
     p.add_argument("--out", default="runs/seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None, help="benchmark folder (default: OUT/data)")
     args = p.parse_args()
     out = Path(args.out)
-    data = out / "data"
+    data = Path(args.data) if args.data else out / "data"
     table: dict[str, dict[str, list[float]]] = {}
     for seed in args.seeds:
         demo = DemoConfig(seed=seed)
