@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 
+from calm.cli.common import add_config_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("model-info", help="print parameter counts of each model component as JSON")
-    p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set model.fusion.name=meanP",
-    )
+    add_config_args(p)
     p.set_defaults(func=run)
 
 

@@ -40,6 +40,31 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def check_alignment_parts(alignment: AlignmentObjective, anchors, vae) -> None:
+    if alignment.uses_anchors and anchors is None:
+        raise ValueError(f"alignment {type(alignment).__name__} needs an anchor bank")
+    if alignment.uses_vae and vae is None:
+        raise ValueError("the 'vae' alignment needs a VAE")
+
+
+def build_shared_parts(cfg: ModelConfig, needs_vae: bool = False):
+    """Backbone, alignment objective, anchors and VAE: what retrieval and captioning share.
+
+    Anchors and the VAE exist only when the objective (or `needs_vae`) uses them, so the `none`
+    baseline carries no unused parameters.
+    """
+    with _config_key("model.alignment.name"):
+        alignment = build_alignment(cfg.alignment)
+    backbone = build_backbone(cfg.backbone)
+    needs_vae = needs_vae or alignment.uses_vae
+    anchors = None
+    if alignment.uses_anchors or needs_vae:
+        with _config_key("model.anchors.labels"):
+            anchors = build_anchors(cfg.anchors, backbone.tokenize, backbone.embed_dim)
+    vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if needs_vae else None
+    return backbone, alignment, anchors, vae
+
+
 @dataclass
 class AnchorOutput:
     video_logits: torch.Tensor  # s * cos(mean_t h_t, P), [B, K]
@@ -72,27 +97,17 @@ class CALM(nn.Module):
         self.alignment = alignment
         self.anchors = anchors
         self.vae = vae
-        if alignment.uses_anchors and anchors is None:
-            raise ValueError(f"alignment {type(alignment).__name__} needs an anchor bank")
-        if alignment.uses_vae and vae is None:
-            raise ValueError("the 'vae' alignment needs a VAE")
+        check_alignment_parts(alignment, anchors, vae)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> CALM:
         """Builds every component by name; a bad name or label file is a ConfigError naming the key."""
-        with _config_key("model.alignment.name"):
-            alignment = build_alignment(cfg.alignment)
         with _config_key("model.fusion.name"):
             FUSION_HEADS.get(cfg.fusion.name)
-        backbone = build_backbone(cfg.backbone)
-        dim = backbone.embed_dim
-        needs_vae = alignment.uses_vae or cfg.score.mode == "anchor_agreement"
-        anchors = None
-        if alignment.uses_anchors or needs_vae:
-            with _config_key("model.anchors.labels"):
-                anchors = build_anchors(cfg.anchors, backbone.tokenize, dim)
-        vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if needs_vae else None
-        return cls(backbone, build_fusion(cfg.fusion, dim), alignment, anchors, vae)
+        backbone, alignment, anchors, vae = build_shared_parts(
+            cfg, needs_vae=cfg.score.mode == "anchor_agreement"
+        )
+        return cls(backbone, build_fusion(cfg.fusion, backbone.embed_dim), alignment, anchors, vae)
 
     # ---- encoders -------------------------------------------------------------------------------
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,10 @@ from torch import nn
 
 from calm.config.errors import ConfigError
 from calm.config.schema import CaptionConfig, ModelConfig
-from calm.model.alignment import AlignmentObjective, build_alignment
-from calm.model.anchors import AnchorBank, build_anchors
-from calm.model.backbone import CLIPBackbone, build_backbone, trim_padding
-from calm.model.calm import CALM, AnchorOutput, _config_key
+from calm.model.alignment import AlignmentObjective
+from calm.model.anchors import AnchorBank
+from calm.model.backbone import CLIPBackbone, trim_padding
+from calm.model.calm import CALM, AnchorOutput, build_shared_parts, check_alignment_parts
 from calm.model.decoding import Hypothesis, search
 from calm.model.vae import CrossModalVAE
 
@@ -121,10 +121,7 @@ class CALMCaptioner(nn.Module):
         self.anchors = anchors
         self.vae = vae
         self.cfg = cfg
-        if alignment.uses_anchors and anchors is None:
-            raise ValueError(f"alignment {type(alignment).__name__} needs an anchor bank")
-        if alignment.uses_vae and vae is None:
-            raise ValueError("the 'vae' alignment needs a VAE")
+        check_alignment_parts(alignment, anchors, vae)
         tok = backbone.tokenizer
         missing = [a for a in ("sot_token_id", "eot_token_id", "decode") if not hasattr(tok, a)]
         if missing:
@@ -136,15 +133,8 @@ class CALMCaptioner(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> CALMCaptioner:
         """Builds the video side as CALM does; a bad name or label file is a ConfigError."""
-        with _config_key("model.alignment.name"):
-            alignment = build_alignment(cfg.alignment)
-        backbone = build_backbone(cfg.backbone)
+        backbone, alignment, anchors, vae = build_shared_parts(cfg)
         dim = backbone.embed_dim
-        anchors = None
-        if alignment.uses_anchors:
-            with _config_key("model.anchors.labels"):
-                anchors = build_anchors(cfg.anchors, backbone.tokenize, dim)
-        vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if alignment.uses_vae else None
         tok = backbone.tokenizer
         vocab = getattr(tok, "vocab_size", None) or len(getattr(tok, "encoder", ()))
         if not vocab:

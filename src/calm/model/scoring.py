@@ -13,26 +13,26 @@ from calm.config.schema import ScoreConfig
 from calm.model.calm import CALM
 
 
-@torch.no_grad()
-def video_anchor_probs(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
-    """S_p-hat for each video (z = mu), [N_v, K]."""
+def _vae_per_video(model: CALM, frames, mask, chunk: int, field: str) -> torch.Tensor:
+    """One attribute of the VAE's output (z = mu) for every video, computed in chunks."""
     anchors = model.anchor_matrix()
     out = []
     for i in range(0, frames.shape[0], chunk):
         logits = model.video_anchor_logits(frames[i : i + chunk], _sl(mask, i, chunk), anchors)
-        out.append(model.vae(logits.softmax(-1), sample=False).probs.float())
+        out.append(getattr(model.vae(logits.softmax(-1), sample=False), field).float())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def video_anchor_probs(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
+    """S_p-hat for each video (z = mu), [N_v, K]."""
+    return _vae_per_video(model, frames, mask, chunk, "probs")
 
 
 @torch.no_grad()
 def video_uncertainty(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
     """Mean VAE sigma per video: how many different captions the model expects could fit it."""
-    anchors = model.anchor_matrix()
-    out = []
-    for i in range(0, frames.shape[0], chunk):
-        logits = model.video_anchor_logits(frames[i : i + chunk], _sl(mask, i, chunk), anchors)
-        out.append(model.vae(logits.softmax(-1), sample=False).uncertainty.float())
-    return torch.cat(out)
+    return _vae_per_video(model, frames, mask, chunk, "uncertainty")
 
 
 @torch.no_grad()
