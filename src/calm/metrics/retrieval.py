@@ -82,8 +82,9 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _check_text_to_video(text_to_video: Any, n_texts: int, n_videos: int) -> np.ndarray:
-    """Ground-truth index vector as int64, checked against the matrix shape."""
+def _check_text_to_video(text_to_video: Any, n_texts: int | None, n_videos: int) -> np.ndarray:
+    """Ground-truth index vector as int64, checked against the matrix shape (rows unchecked when
+    `n_texts` is None)."""
     if isinstance(text_to_video, torch.Tensor):
         text_to_video = text_to_video.detach().cpu().numpy()
     t2v = np.asarray(text_to_video)
@@ -92,7 +93,7 @@ def _check_text_to_video(text_to_video: Any, n_texts: int, n_videos: int) -> np.
     if t2v.size and not np.issubdtype(t2v.dtype, np.integer):
         raise TypeError(f"text_to_video must hold integers, got dtype {t2v.dtype}")
     t2v = t2v.astype(np.int64, copy=False)
-    if t2v.shape[0] != n_texts:
+    if n_texts is not None and t2v.shape[0] != n_texts:
         raise ValueError(f"text_to_video has {t2v.shape[0]} entries but sim has {n_texts} rows")
     if t2v.size and (t2v.min() < 0 or t2v.max() >= n_videos):
         raise ValueError(
@@ -136,21 +137,10 @@ def caption_groups(text_to_video: Any, n_videos: int) -> np.ndarray:
     valid Python index (the last text), so consumers must mask ``groups >= 0`` before gathering;
     ``ranks_v2t`` does, and padding never counts as a candidate or as a ground truth.
     """
-    if isinstance(text_to_video, torch.Tensor):
-        text_to_video = text_to_video.detach().cpu().numpy()
-    t2v = np.asarray(text_to_video)
-    if t2v.ndim != 1:
-        raise ValueError(f"text_to_video must be 1-D, got shape {t2v.shape}")
-    if t2v.size and not np.issubdtype(t2v.dtype, np.integer):
-        raise TypeError(f"text_to_video must hold integers, got dtype {t2v.dtype}")
-    t2v = t2v.astype(np.int64, copy=False)
     n_videos = int(n_videos)
     if n_videos < 0:
         raise ValueError(f"n_videos must be >= 0, got {n_videos}")
-    if t2v.size and (t2v.min() < 0 or t2v.max() >= n_videos):
-        raise ValueError(
-            f"text_to_video values must lie in [0, {n_videos}), got [{t2v.min()}, {t2v.max()}]"
-        )
+    t2v = _check_text_to_video(text_to_video, None, n_videos)
     counts = np.bincount(t2v, minlength=n_videos)
     width = int(counts.max()) if n_videos else 0
     groups = np.full((n_videos, width), -1, dtype=np.int64)
