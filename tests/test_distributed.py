@@ -153,3 +153,32 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
     assert ddp["video_ids"] == single["video_ids"]
     torch.testing.assert_close(ddp["sim"], single["sim"])
     assert ddp["metrics"] == single["metrics"]
+
+
+def _gather_worker(rank, world, port, out_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        full = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3)
+        bounds = [(0, 3), (3, 8)]  # unequal local sizes, as after skipped videos
+        local = full[bounds[rank][0]:bounds[rank][1]].clone().requires_grad_(True)
+        gathered = gather_with_grad(local)
+        weights = torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape)
+        (gathered * weights).sum().backward()  # the same global loss on every rank
+        if rank == 1:
+            torch.save({"gathered": gathered.detach(), "grad": local.grad}, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_with_grad_handles_unequal_local_batches(tmp_path):
+    out = tmp_path / "gather.pt"
+    mp.start_processes(_gather_worker, args=(2, _free_port(), str(out)), nprocs=2,
+                       start_method="spawn")
+    result = torch.load(out, weights_only=True)
+    full = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3)
+    assert torch.equal(result["gathered"], full)
+    weights = torch.arange(24, dtype=torch.float32).reshape(8, 3)
+    # both ranks computed the same loss, so rank 1's slice gets twice its gradient
+    assert torch.equal(result["grad"], 2 * weights[3:8])

@@ -52,6 +52,38 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns, to each rank, the sum over ranks of the gradient that
+    reached its slice. Local batches may differ in size (skipped videos): they are padded to the
+    largest for the collective and cut back afterwards."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+        sizes = [int(n) for n in sizes]
+        longest = max(sizes)
+        padded = x.new_zeros((longest, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.rank, ctx.longest = sizes, rank, longest
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        sizes, longest = ctx.sizes, ctx.longest
+        padded = grad.new_zeros((len(sizes) * longest, *grad.shape[1:]))
+        offset = 0
+        for r, n in enumerate(sizes):
+            padded[r * longest : r * longest + n] = grad[offset : offset + n]
+            offset += n
+        dist.all_reduce(padded)
+        start = ctx.rank * longest
+        return padded[start : start + sizes[ctx.rank]]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenates `x` from every rank in rank order; gradients flow back to each rank's slice.
 
@@ -61,9 +93,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def gather_objects(obj):
@@ -73,6 +103,16 @@ def gather_objects(obj):
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_ranks(flag: bool) -> bool:
+    """True only if `flag` holds on every rank: ranks must agree on taking a step, or DDP hangs."""
+    if not dist.is_initialized():
+        return flag
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def barrier() -> None:

@@ -174,7 +174,8 @@ def train(
                 skips.update(batch["skipped"])
                 pos["batch"] += 1
                 terms = None
-                if batch["size"] >= 2 or (env.enabled and batch["size"] >= 1):
+                # a contrastive step needs two pairs; under DDP every rank must step together
+                if distributed.all_ranks(batch["size"] >= (1 if env.enabled else 2)):
                     terms = train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, pos)
                 if terms is None:
                     pos["skipped_steps"] += 1
