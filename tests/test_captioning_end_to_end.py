@@ -60,3 +60,34 @@ def test_captioning_cli(tmp_path):
     printed = calm("caption", "--checkpoint", ckpt, video, "--beam-size", "1")
     path, caption = printed.strip().split("\t")
     assert path == str(video) and caption.strip()
+
+
+def test_captioning_trains_under_torchrun_with_two_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "synth"
+    calm("synth", "--out", data, "--scale", "tiny", "--seed", "3")
+    cfg = {
+        "task": "captioning",
+        "model": {"backbone": {"name": "calm-micro"},
+                  "anchors": {"labels": str(data / "anchors.txt")}, "alignment": {"name": "vae"},
+                  "caption": {"layers": 1, "width": 64, "heads": 2, "max_length": 24,
+                              "beam_size": 1}},
+        "data": {"dataset": "msrvtt", "annotations": str(data / "msrvtt/annotations"),
+                 "videos": str(data / "msrvtt/videos"), "num_frames": 4, "num_workers": 0,
+                 "options": {"val_size": 4}},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "eval_batch_size": 8},
+    }
+    (tmp_path / "cap.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "calm", "train", "--config", str(tmp_path / "cap.yaml"), "--out",
+         str(tmp_path / "run"), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= set(test)

@@ -124,7 +124,11 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     net = model
     if env.enabled:
-        net = DistributedDataParallel(model, device_ids=[env.local_rank] if device.type == "cuda" else None)
+        # captioning leaves CLIP's logit scale (and, with a detached S_p, the text tower) unused
+        net = DistributedDataParallel(
+            model, device_ids=[env.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.task == "captioning",
+        )
     loss_fn = build_loss(cfg)
     skips = SkipLog()
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "skipped_steps": 0}
