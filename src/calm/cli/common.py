@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 
+def add_set_arg(p, help: str = "override a config key (repeatable), e.g. --set train.lr=1e-5"):
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=help)
+
+
 def add_config_args(p) -> None:
     p.add_argument("--config", help="experiment YAML file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set train.lr=1e-5",
-    )
+    add_set_arg(p)
 
 
 def add_data_args(p, split_default: str = "test") -> None:

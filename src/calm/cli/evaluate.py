@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from calm.cli.common import add_data_args
+from calm.cli.common import add_data_args, add_set_arg
 
 
 def register(sub) -> None:
@@ -23,14 +23,7 @@ def register(sub) -> None:
         default=None,
         help="ranking score (default: the checkpoint's config)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override data.* or train.* keys (e.g. data.num_frames=8)",
-    )
+    add_set_arg(p, "override data.* or train.* keys (e.g. data.num_frames=8)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -21,6 +21,7 @@ from calm.data.loaders import (
     clean_caption,
     loader_options,
     read_id_list,
+    require_keys,
 )
 
 
@@ -53,11 +54,7 @@ class DiDeMoLoader(BenchmarkLoader):
         sentences: dict[str, list[str]] = {}
         for i, entry in enumerate(data):
             where = f"{path}: entry {i}"
-            if not isinstance(entry, dict):
-                raise DataError(f"{where}: expected an object, got {entry!r}")
-            for key in ("video", "description"):
-                if key not in entry:
-                    raise DataError(f"{where}: missing key {key!r}")
+            require_keys(entry, ("video", "description"), where)
             video = entry["video"]
             if not isinstance(video, str) or not video.strip():
                 raise DataError(f"{where}: empty video name")

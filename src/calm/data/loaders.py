@@ -94,6 +94,16 @@ def clean_caption(text: object, where: str) -> str:
     return text
 
 
+def require_keys(entry: object, keys: tuple[str, ...], where: str) -> dict:
+    """A JSON annotation entry must be an object holding `keys`; errors name `where`."""
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: expected an object, got {entry!r}")
+    for key in keys:
+        if key not in entry:
+            raise DataError(f"{where}: missing key {key!r}")
+    return entry
+
+
 def read_csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yields (line number, row) of a headed CSV after checking the header has `columns`."""
     with open(path, newline="", encoding="utf-8") as f:

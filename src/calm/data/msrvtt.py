@@ -29,6 +29,7 @@ from calm.data.loaders import (
     loader_options,
     read_csv_ids,
     read_csv_rows,
+    require_keys,
 )
 
 DATA_JSON = "MSRVTT_data.json"
@@ -114,11 +115,7 @@ class MSRVTTLoader(BenchmarkLoader):
         captions: dict[str, list[tuple[str, str]]] = {}
         for i, entry in enumerate(data["sentences"]):
             where = f"{path}: sentences[{i}]"
-            if not isinstance(entry, dict):
-                raise DataError(f"{where}: expected an object, got {entry!r}")
-            for key in ("video_id", "caption"):
-                if key not in entry:
-                    raise DataError(f"{where}: missing key {key!r}")
+            require_keys(entry, ("video_id", "caption"), where)
             text = clean_caption(entry["caption"], where)
             captions.setdefault(str(entry["video_id"]), []).append(
                 (str(entry.get("sen_id", i)), text)

@@ -170,6 +170,7 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
     (out / "report.md").write_text("\n".join(report))
     summary = {"report": str(out / "report.md"), "timings": timings, "table": table,
                "files": {k: str(v) for k, v in files.items()} | {"curves": str(curves)},
+               "runs": results,
                "demo": asdict(demo)}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
