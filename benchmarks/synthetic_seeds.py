@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from calm.engine.demo import DemoConfig, run_demo
+from calm.demo.run import DemoConfig, run_demo
 
 
 def main() -> None:

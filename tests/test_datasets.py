@@ -10,7 +10,9 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch.utils.data import DataLoader
 
-from calm.data.datasets import (
+from calm.data.benchmarks.common import load_split
+from calm.data.errors import DataError, VideoDecodeError
+from calm.data.samples import (
     PairDataset,
     SkipLog,
     SkippedVideo,
@@ -20,8 +22,6 @@ from calm.data.datasets import (
     text_to_video_index,
     video_to_text_index,
 )
-from calm.data.errors import DataError, VideoDecodeError
-from calm.data.loaders import load_split
 from calm.data.video import FrameSampler, FrameSpec
 from tests.fixtures_benchmarks import MSVD_SPLITS, write_msvd
 from tests.videos import write_clip, write_garbage

@@ -127,8 +127,8 @@ def _eval_worker(rank, world, port, root, out_path):
 def _evaluate(root) -> dict:
     from pathlib import Path
 
-    from calm.engine.data import data_setup
-    from calm.engine.evaluate import evaluate
+    from calm.engine.evaluation.retrieval import evaluate
+    from calm.engine.inputs import data_setup
     from tests.engine_fixtures import tiny_config
 
     cfg = from_dict(ExperimentConfig, tiny_config(Path(root) / "ann", Path(root) / "vid"))

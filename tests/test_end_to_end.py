@@ -95,7 +95,7 @@ def test_cli_end_to_end(tmp_path):
 
 def test_selection_never_reads_the_test_split_before_the_end(tmp_path, monkeypatch):
     from calm.config import ExperimentConfig, from_dict
-    from calm.engine import data as engine_data
+    from calm.engine import inputs as engine_data
     from calm.engine.train import train
     from tests.engine_fixtures import tiny_config, write_tiny_msrvtt
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from calm.data.benchmarks.common import get_loader, load_split
 from calm.data.errors import DataError
-from calm.data.loaders import get_loader, load_split
 from tests.fixtures_benchmarks import DIDEMO_VIDEOS, write_didemo
 
 

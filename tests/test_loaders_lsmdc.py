@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from calm.data.benchmarks.common import load_split
 from calm.data.errors import DataError
-from calm.data.loaders import load_split
 from tests.fixtures_benchmarks import LSMDC_FILES, write_lsmdc
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from calm.data.base import DATASETS
+from calm.data.annotations import DATASETS
+from calm.data.benchmarks.common import get_loader, import_loaders, load_split
 from calm.data.errors import DataError
-from calm.data.loaders import get_loader, import_loaders, load_split
 from tests.fixtures_benchmarks import MSRVTT_CAPTIONS_PER_VIDEO, msrvtt_caption, write_msrvtt
 
 

@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
+from calm.data.benchmarks.common import load_split
 from calm.data.errors import DataError
-from calm.data.loaders import load_split
 from tests.fixtures_benchmarks import MSVD_SPLITS, write_msvd
 
 

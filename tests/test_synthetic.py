@@ -336,7 +336,7 @@ def test_pretrain_split(root, manifest):
 
 
 def test_loaders_read_every_split(root, manifest):
-    loaders = pytest.importorskip("calm.data.loaders")
+    loaders = pytest.importorskip("calm.data.benchmarks.common")
     for d in manifest["domains"]:
         for split, info in d["splits"].items():
             if not isinstance(info, dict):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from calm.config import ExperimentConfig, from_dict
-from calm.data.loaders import load_split
+from calm.data.benchmarks.common import load_split
 from calm.engine.train import train
 from tests.engine_fixtures import tiny_config, write_config, write_tiny_msrvtt
 from tests.videos import truncate_file, write_garbage

@@ -19,7 +19,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from calm.engine.demo import DemoConfig, run_demo
+    from calm.demo.run import DemoConfig, run_demo
 
     demo = DemoConfig(scale=args.scale, seed=args.seed, data_seed=args.data_seed)
     if args.steps:

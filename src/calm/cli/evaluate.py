@@ -31,7 +31,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from calm.engine.evaluate_cli import evaluate_checkpoint
+    from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.checkpoint,

@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.engine.pretrain import PretrainConfig, pretrain_clip, pretrained_clip
+    from calm.demo.pretrain import PretrainConfig, pretrain_clip, pretrained_clip
 
     cfg = PretrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed)

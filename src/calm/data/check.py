@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from calm.data.loaders import get_loader
+from calm.data.benchmarks.common import get_loader
 
 MAX_LISTED = 10  # ids shown per problem; the counts are always complete
 

@@ -11,11 +11,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from calm.config import ExperimentConfig
-from calm.data.base import SplitAnnotations
-from calm.data.datasets import SkipLog
-from calm.engine.data import DataSetup
+from calm.data.annotations import SplitAnnotations
+from calm.data.samples import SkipLog
 from calm.engine.distributed import gather_objects
-from calm.engine.evaluate import evaluate
+from calm.engine.evaluation.retrieval import evaluate
+from calm.engine.inputs import DataSetup
 from calm.engine.runtime import autocast
 
 

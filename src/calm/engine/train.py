@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig, dump_yaml
-from calm.data.datasets import SkipLog, SkippedVideo, collate
+from calm.data.samples import SkipLog, SkippedVideo, collate
 from calm.engine import distributed
 from calm.engine.checkpoint import (
     load_model,
@@ -34,7 +34,7 @@ from calm.engine.checkpoint import (
     save_model,
     save_resume_point,
 )
-from calm.engine.data import data_setup
+from calm.engine.inputs import data_setup
 from calm.engine.optim import build_optimizer, cosine_with_warmup
 from calm.engine.runlog import NullLog, RunLog, truncate_log
 from calm.engine.runtime import autocast, pick_device, seed_everything

@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from calm.config.schema import DataConfig
-from calm.data.base import SplitAnnotations
-from calm.data.datasets import PairDataset, TextDataset, VideoDataset, collate
-from calm.data.loaders import get_loader
+from calm.data.annotations import SplitAnnotations
+from calm.data.benchmarks.common import get_loader
+from calm.data.samples import PairDataset, TextDataset, VideoDataset, collate
 from calm.data.video import FrameSampler, FrameSpec
 from calm.model.backbone import Preprocess
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calm.data.base import DATASETS, BenchmarkLoader, SplitAnnotations
-from calm.data.errors import DataError
-from calm.data.loaders import (
+from calm.data.annotations import DATASETS, BenchmarkLoader, SplitAnnotations
+from calm.data.benchmarks.common import (
     VIDEO_EXTENSIONS,
     SplitBuilder,
     VideoIndex,
     clean_caption,
     loader_options,
 )
+from calm.data.errors import DataError
 
 FILES = {
     "train": "LSMDC16_annos_training.csv",

@@ -6,8 +6,8 @@ import dataclasses
 
 from calm.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from calm.engine.checkpoint import load_model
-from calm.engine.data import data_setup
-from calm.engine.evaluate import evaluate, save_similarity
+from calm.engine.evaluation.retrieval import evaluate, save_similarity
+from calm.engine.inputs import data_setup
 from calm.engine.runtime import pick_device
 from calm.engine.tasks import evaluate_captioning, text_length
 

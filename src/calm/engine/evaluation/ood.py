@@ -8,7 +8,7 @@ from pathlib import Path
 
 from calm.data.errors import DataError
 from calm.engine.checkpoint import load_model
-from calm.engine.evaluate_cli import evaluate_checkpoint
+from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 
 
 @dataclass(frozen=True)

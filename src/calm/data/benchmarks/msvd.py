@@ -12,15 +12,15 @@ import json
 import pickle
 from pathlib import Path
 
-from calm.data.base import DATASETS, BenchmarkLoader, SplitAnnotations
-from calm.data.errors import DataError
-from calm.data.loaders import (
+from calm.data.annotations import DATASETS, BenchmarkLoader, SplitAnnotations
+from calm.data.benchmarks.common import (
     SplitBuilder,
     VideoIndex,
     clean_caption,
     loader_options,
     read_id_list,
 )
+from calm.data.errors import DataError
 
 CAPTION_FILES = ("raw-captions.pkl", "captions_msvd.json")
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 
-from calm.data.base import DATASETS, BenchmarkLoader, SplitAnnotations
-from calm.data.errors import DataError
-from calm.data.loaders import (
+from calm.data.annotations import DATASETS, BenchmarkLoader, SplitAnnotations
+from calm.data.benchmarks.common import (
     VIDEO_EXTENSIONS,
     SplitBuilder,
     VideoIndex,
@@ -23,6 +22,7 @@ from calm.data.loaders import (
     read_id_list,
     require_keys,
 )
+from calm.data.errors import DataError
 
 
 @DATASETS.register("didemo")

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from calm.data.base import SplitAnnotations
+from calm.data.annotations import SplitAnnotations
 from calm.data.errors import DataError, VideoDecodeError
 
 Tokenizer = Callable[[list[str]], Tensor]

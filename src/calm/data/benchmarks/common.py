@@ -14,14 +14,20 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from calm.data.base import DATASETS, BenchmarkLoader, SplitAnnotations, TextRecord, VideoRecord
+from calm.data.annotations import (
+    DATASETS,
+    BenchmarkLoader,
+    SplitAnnotations,
+    TextRecord,
+    VideoRecord,
+)
 from calm.data.errors import DataError
 
 LOADER_MODULES = (
-    "calm.data.msrvtt",
-    "calm.data.msvd",
-    "calm.data.didemo",
-    "calm.data.lsmdc",
+    "calm.data.benchmarks.msrvtt",
+    "calm.data.benchmarks.msvd",
+    "calm.data.benchmarks.didemo",
+    "calm.data.benchmarks.lsmdc",
 )
 
 # Containers the benchmarks ship in (DiDeMo alone uses most of them); order is preference.

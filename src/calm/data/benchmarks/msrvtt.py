@@ -20,9 +20,8 @@ import json
 import random
 from pathlib import Path
 
-from calm.data.base import DATASETS, BenchmarkLoader, SplitAnnotations
-from calm.data.errors import DataError
-from calm.data.loaders import (
+from calm.data.annotations import DATASETS, BenchmarkLoader, SplitAnnotations
+from calm.data.benchmarks.common import (
     SplitBuilder,
     VideoIndex,
     clean_caption,
@@ -31,6 +30,7 @@ from calm.data.loaders import (
     read_csv_rows,
     require_keys,
 )
+from calm.data.errors import DataError
 
 DATA_JSON = "MSRVTT_data.json"
 TEST_1KA = "MSRVTT_JSFUSION_test.csv"

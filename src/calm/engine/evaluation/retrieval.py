@@ -12,10 +12,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from calm.config.schema import ScoreConfig
-from calm.data.base import SplitAnnotations
-from calm.data.datasets import SkipLog
-from calm.engine.data import DataSetup
+from calm.data.annotations import SplitAnnotations
+from calm.data.samples import SkipLog
 from calm.engine.distributed import gather_objects
+from calm.engine.inputs import DataSetup
 from calm.engine.runtime import autocast
 from calm.metrics import retrieval_metrics
 from calm.model.calm import CALM

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from calm.config import ExperimentConfig, from_dict
+from calm.demo.pretrain import PretrainConfig, pretrained_clip
+from calm.demo.report import anchor_figure, training_curves
 from calm.engine.checkpoint import load_model
-from calm.engine.ood import markdown_table, ood_matrix, synthetic_targets, write_ood
-from calm.engine.pretrain import PretrainConfig, pretrained_clip
-from calm.engine.report import anchor_figure, training_curves
+from calm.engine.evaluation.ood import markdown_table, ood_matrix, synthetic_targets, write_ood
 from calm.engine.train import train
 
 
@@ -68,7 +68,7 @@ def experiment_config(demo: DemoConfig, data_root: Path, domain: dict, clip_path
 
 def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[str], list[dict]]:
     """V_p, S_p and S_p-hat for the first test pairs of the training domain."""
-    from calm.engine.data import data_setup
+    from calm.engine.inputs import data_setup
 
     model, _, _ = load_model(ckpt)
     model.eval()
@@ -93,7 +93,7 @@ def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[s
 
 def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = True,
              data_root: str | Path | None = None) -> dict:
-    from calm.data.loaders import load_split
+    from calm.data.benchmarks.common import load_split
     from calm.data.synthetic import generate
 
     demo = demo or DemoConfig()
