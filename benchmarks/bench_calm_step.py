@@ -24,8 +24,8 @@ import time
 import torch
 
 from calm.config import ModelConfig, from_dict
-from calm.model.calm import CALM, CALMLoss
-from calm.model.losses import clamp_logit_scale_
+from calm.model.losses import CALMLoss, clamp_logit_scale_
+from calm.model.retrieval import CALM
 
 
 def build(backbone: str, alignment: str, refresh: str, seed: int = 0):

@@ -21,8 +21,10 @@ import torch.multiprocessing as mp
 
 from calm.config import ExperimentConfig, from_dict
 from calm.engine.optim import build_optimizer
+from calm.engine.state import TrainState
 from calm.engine.train import train_step
-from calm.model.calm import CALM, CALMLoss
+from calm.model.losses import CALMLoss
+from calm.model.retrieval import CALM
 
 
 def setup(model_name: str):
@@ -49,7 +51,7 @@ def run_steps(net, model, cfg, data, steps) -> list[float]:
     for i in range(steps + 1):
         t = time.perf_counter()
         train_step(net, model, CALMLoss(), data, opt, scaler, torch.device("cpu"), cfg.train,
-                   {"step": i, "epoch": 0})
+                   TrainState(step=i))
         if i:  # first step warms up
             times.append(time.perf_counter() - t)
     return times

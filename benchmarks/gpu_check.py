@@ -16,8 +16,10 @@ import torch
 
 from calm.config import ExperimentConfig, from_dict
 from calm.engine.optim import build_optimizer
+from calm.engine.state import TrainState
 from calm.engine.train import train_step
-from calm.model.calm import CALM, CALMLoss
+from calm.model.losses import CALMLoss
+from calm.model.retrieval import CALM
 from calm.model.scoring import similarity_matrix
 
 
@@ -49,7 +51,7 @@ def time_training(alignment: str, size: int, frames: int, steps: int, warmup: in
     optimizer = build_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     data = batch(model, size, frames)
-    loss_fn, pos = CALMLoss(), {"step": 0, "epoch": 0}
+    loss_fn, pos = CALMLoss(), TrainState()
     times, losses = [], []
     for i in range(warmup + steps):
         torch.cuda.synchronize()

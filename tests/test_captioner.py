@@ -10,10 +10,10 @@ from calm.config import ConfigError, ModelConfig, from_dict
 from calm.model.captioner import (
     IGNORE_INDEX,
     CALMCaptioner,
-    CaptionLoss,
     caption_targets,
     clean_spaces,
 )
+from calm.model.losses import CALMLoss, captioning_task_loss
 
 CAPTIONS = ["a man is cooking pasta", "a dog runs on the grass", "people dance at a party"]
 
@@ -59,7 +59,7 @@ def test_components_follow_the_alignment_switch(vae_model, none_model, batch):
     none_model.eval()
     out = none_model(frames, mask, tokens)
     assert out.anchors is None
-    assert set(CaptionLoss()(none_model, out)) == {"task", "loss"}
+    assert set(CALMLoss(captioning_task_loss)(none_model, out)) == {"task", "loss"}
     for name in ("kl", "ce", "mse"):
         model = CALMCaptioner.from_config(_cfg(name))
         assert model.anchors is not None and model.vae is None
@@ -116,7 +116,7 @@ def test_forward_shapes(vae_model, batch):
     assert out.frames.shape == (3, 4, 64)
     assert out.anchors.video_logits.shape == out.anchors.text_logits.shape == (3, 91)
     assert out.anchors.vae.logits.shape == (3, 91)
-    terms = CaptionLoss()(vae_model, out)
+    terms = CALMLoss(captioning_task_loss)(vae_model, out)
     assert {"task", "rec", "kl_prior", "align", "loss"} <= set(terms)
     assert torch.allclose(terms["loss"], terms["task"] + terms["align"])
 
@@ -124,7 +124,7 @@ def test_forward_shapes(vae_model, batch):
 def test_padding_after_the_end_token_changes_nothing(vae_model, batch):
     frames, mask, tokens = batch
     vae_model.eval()
-    loss_fn = CaptionLoss()
+    loss_fn = CALMLoss(captioning_task_loss)
     with torch.no_grad():
         ref = loss_fn(vae_model, vae_model(frames, mask, tokens))
         noisy = tokens.clone()
@@ -152,7 +152,7 @@ def test_gradient_reaches_every_trained_part(batch):
     model = _model("vae")
     model.train()
     frames, mask, tokens = batch
-    CaptionLoss()(model, model(frames, mask, tokens))["loss"].backward()
+    CALMLoss(captioning_task_loss)(model, model(frames, mask, tokens))["loss"].backward()
     parts = {
         "backbone (vision)": model.backbone.clip.visual.conv1.weight,
         "anchor offsets": model.anchors.offset,
@@ -195,7 +195,7 @@ def test_memorises_a_tiny_set():
     tokens = model.tokenize(CAPTIONS)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=2e-3)
-    loss_fn = CaptionLoss()
+    loss_fn = CALMLoss(captioning_task_loss)
     model.train()
     first = None
     for _ in range(120):

@@ -19,8 +19,10 @@ from calm.engine.checkpoint import (
     save_resume_point,
     save_state,
 )
+from calm.engine.state import TrainState
 from calm.engine.train import NonFiniteLossError, train_step
-from calm.model.calm import CALM, CALMLoss
+from calm.model.losses import CALMLoss
+from calm.model.retrieval import CALM
 
 
 def _cfg(**model) -> ExperimentConfig:
@@ -136,7 +138,7 @@ def _one_step(precision: str) -> float:
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     torch.manual_seed(1)
     terms = train_step(model, model, CALMLoss(), _batch(model), opt, scaler, torch.device("cpu"),
-                       cfg.train, {"step": 0, "epoch": 0})
+                       cfg.train, TrainState(step=0))
     return terms["loss"]
 
 
@@ -154,9 +156,9 @@ def test_non_finite_loss_names_the_step_and_samples(model_and_cfg):
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     with pytest.raises(NonFiniteLossError, match=r"step 6 .*\[10, 11, 12, 13\]"):
         train_step(model, model, CALMLoss(), batch, opt, scaler, torch.device("cpu"), cfg.train,
-                   {"step": 5, "epoch": 0})
+                   TrainState(step=5))
     skip_cfg = from_dict(ExperimentConfig, {"train": {"nonfinite_loss": "skip"}}).train
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert train_step(model, model, CALMLoss(), batch, opt, scaler, torch.device("cpu"), skip_cfg,
-                      {"step": 5, "epoch": 0}) is None
+                      TrainState(step=5)) is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -274,7 +274,7 @@ def test_required_fields_marked_with_question_marks(tmp_path):
     ("model.anchors.labels=/no/such/labels.txt", "model.anchors.labels"),
 ])
 def test_unknown_component_names_are_config_errors_naming_the_key(override, key):
-    from calm.model.calm import CALM
+    from calm.model.retrieval import CALM
 
     cfg = load(ExperimentConfig, None, ["model.backbone.name=calm-micro", override])
     with pytest.raises(ConfigError, match=key):

@@ -8,8 +8,17 @@ import pytest
 
 from calm.cli.main import main
 from calm.data.check import check_split, probe_video
+from calm.data.errors import VideoDecodeError
+from calm.data.video import FrameSampler, FrameSpec
 from tests.fixtures_benchmarks import write_lsmdc, write_msrvtt
-from tests.videos import truncate_file, write_clip, write_garbage
+from tests.videos import (
+    corrupt_packet,
+    truncate_file,
+    write_clip,
+    write_garbage,
+    write_packed_divx,
+    write_timed_clip,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +89,33 @@ def test_cli_bad_annotations_exit_2_naming_the_file(tmp_path, capsys):
                  "--videos", str(tmp_path), "--split", "train7k"])
     assert code == 2
     assert "MSRVTT_train.7k.csv: line 1: missing column" in capsys.readouterr().err
+
+
+def test_default_check_decodes_what_evaluation_decodes(tmp_path, msrvtt, capsys):
+    """Damage past the first frame: --quick passes the file, the default check (like eval) not."""
+    path = corrupt_packet(write_clip(tmp_path / "hurt.mp4", 40, gop=40, faststart=True), 20)
+    assert probe_video(path, quick=True) is None
+    reason = probe_video(path)
+    assert reason and "decoding failed" in reason
+    with pytest.raises(VideoDecodeError):
+        FrameSampler(FrameSpec(12, 224), "test")(path)
+    # the split report says which check ran
+    videos = msrvtt / "videos"
+    r = check_split("msrvtt", msrvtt / "ann", videos, "test", quick=True)
+    assert r["decode_check"] == "first frame"
+    assert check_split("msrvtt", msrvtt / "ann", videos, "test")["decode_check"].startswith(
+        "test-mode frames"
+    )
+    args = ["data-check", "--dataset", "msrvtt", "--annotations", str(msrvtt / "ann"),
+            "--videos", str(videos), "--split", "test", "--quick", "--frames", "4"]
+    assert main(args) == 1
+    assert json.loads(capsys.readouterr().out)["decode_check"] == "first frame"
+
+
+def test_files_with_dropped_frames_or_packed_bframes_pass_and_decode(tmp_path):
+    """What the old first-frame check and sampler disagreed on now reads the same everywhere."""
+    for path in (write_timed_clip(tmp_path / "drops.avi", [0, 1, 4, 9, 10, 19]),
+                 write_packed_divx(tmp_path / "divx.avi", 30)):
+        assert probe_video(path) is None and probe_video(path, quick=True) is None
+        frames, mask = FrameSampler(FrameSpec(12, 32), "test")(path)
+        assert mask.all()

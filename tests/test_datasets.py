@@ -68,7 +68,7 @@ def test_pairs_all_gives_every_caption_with_its_video(msvd, tokenize):
     ds = PairDataset(ann, FrameSampler(SPEC, mode="train"), tokenize, pairs="all")
     assert len(ds) == len(ann.texts)
     item = ds[5]
-    assert item["frames"].shape == (T, 3, S, S) and item["frames"].dtype == torch.float32
+    assert item["frames"].shape == (T, 3, S, S) and item["frames"].dtype == torch.uint8
     assert item["frame_mask"].dtype == torch.bool and item["frame_mask"].all()
     assert item["tokens"].shape == (L,) and item["tokens"].dtype == torch.long
     assert item["text_index"] == 5 and item["video_index"] == ann.texts[5].video_index

@@ -12,8 +12,10 @@ import torch.multiprocessing as mp
 
 from calm.config import ExperimentConfig, ModelConfig, TrainConfig, from_dict
 from calm.engine.distributed import gather_with_grad
+from calm.engine.state import TrainState
 from calm.engine.train import train_step
-from calm.model.calm import CALM, CALMLoss
+from calm.model.losses import CALMLoss
+from calm.model.retrieval import CALM
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +50,7 @@ def _step(model, batch, tc, net=None):
     # (Adam's first step would turn float noise in near-zero gradients into +-lr)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    pos = {"step": 0, "epoch": 0}
+    pos = TrainState(step=0)
     terms = train_step(net or model, model, CALMLoss(), batch, optimizer, scaler,
                        torch.device("cpu"), tc, pos)
     return terms, {k: v.detach().clone() for k, v in model.state_dict().items()}

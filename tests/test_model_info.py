@@ -9,9 +9,10 @@ import torch
 
 from calm.cli.main import main
 from calm.config import AlignmentConfig, ModelConfig, from_dict
-from calm.model.alignment import build_alignment
-from calm.model.calm import CALM
+from calm.model.core import CoreParts
 from calm.model.info import count, parameter_counts
+from calm.model.losses import build_alignment
+from calm.model.retrieval import CALM
 
 CLIP_VIT_B_32 = 151_277_313  # open_clip ViT-B-32 (= OpenAI CLIP ViT-B/32) parameters
 XPOOL_POOLING = 1_316_352  # X-Pool's attention pooling at D = 512
@@ -44,7 +45,8 @@ def test_vit_b_32_parameter_budget(vit_b_32):
     assert counts["trainable"] == counts["total"] - 1  # the fixed anchor softmax scale
 
     # the same baseline: alignment `none` over the same backbone and fusion head
-    baseline = CALM(vit_b_32.backbone, vit_b_32.fusion, build_alignment(AlignmentConfig(name="none")))
+    baseline = CALM(CoreParts(vit_b_32.backbone, build_alignment(AlignmentConfig(name="none")),
+                               None, None), vit_b_32.fusion)
     base_counts = parameter_counts(baseline)
     assert base_counts["total"] == BASELINE_TOTAL
     assert base_counts["anchors"] == base_counts["vae"] == base_counts["calm_extra"] == 0

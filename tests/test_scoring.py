@@ -15,10 +15,11 @@ from calm.config import (
     ScoreConfig,
     from_dict,
 )
-from calm.model.alignment import build_alignment
 from calm.model.backbone import build_backbone
-from calm.model.calm import CALM
+from calm.model.core import CoreParts
 from calm.model.fusion import build_fusion
+from calm.model.losses import build_alignment
+from calm.model.retrieval import CALM
 from calm.model.scoring import (
     similarity_matrix,
     text_anchor_probs,
@@ -48,7 +49,7 @@ def models():
     out = {}
     for name in HEADS:
         fusion = _perturb(build_fusion(FusionConfig(name=name, layers=1), backbone.embed_dim))
-        out[name] = CALM(backbone, fusion, none).eval()
+        out[name] = CALM(CoreParts(backbone, none, None, None), fusion).eval()
     return out
 
 

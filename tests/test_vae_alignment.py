@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from calm.config import AlignmentConfig, ModelConfig, VAEConfig, from_dict
-from calm.model.alignment import ALIGNMENTS, build_alignment
-from calm.model.calm import CALM, CALMLoss
+from calm.model.core import CoreParts
 from calm.model.distributions import anchor_distribution, anchor_logits
 from calm.model.fusion import masked_mean
-from calm.model.losses import symmetric_info_nce
+from calm.model.losses import ALIGNMENTS, CALMLoss, build_alignment, symmetric_info_nce
+from calm.model.retrieval import CALM
 from calm.model.vae import CrossModalVAE, VAEOutput, kl_to_standard_normal
 
 OBJECTIVES = ("kl", "ce", "mse", "vae")
@@ -397,7 +397,8 @@ def test_direct_objectives_have_anchors_but_no_vae(name, batch):
 
 def test_model_needs_its_parts(calm_vae):
     with pytest.raises(ValueError, match="VAE"):
-        CALM(calm_vae.backbone, calm_vae.fusion, build_alignment(AlignmentConfig(name="vae")),
-             calm_vae.anchors, None)
+        CALM(CoreParts(calm_vae.backbone, build_alignment(AlignmentConfig(name="vae")),
+                       calm_vae.anchors, None), calm_vae.fusion)
     with pytest.raises(ValueError, match="anchor"):
-        CALM(calm_vae.backbone, calm_vae.fusion, build_alignment(AlignmentConfig(name="kl")))
+        CALM(CoreParts(calm_vae.backbone, build_alignment(AlignmentConfig(name="kl")), None, None),
+             calm_vae.fusion)

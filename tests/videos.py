@@ -161,3 +161,127 @@ def write_garbage(path: str | Path, size: int = 4096, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
     return path
+
+
+def write_timed_clip(
+    path: str | Path,
+    pts: list[int],
+    time_base: Fraction = Fraction(1, 10),
+    *,
+    labels: list[int] | None = None,
+    codec: str | None = None,
+    bframes: int = 0,
+    gop: int = 8,
+    width: int = 64,
+    height: int = 48,
+) -> Path:
+    """Frames stored at explicit timestamps `pts` (in `time_base`): gaps, variable rate.
+
+    Frame k shows `index_image(labels[k])` (default: its own timestamp, so a test reads back
+    where on the timeline the shown frame was captured). In AVI, FFmpeg fills timestamp gaps
+    with null chunks, the way dropped frames are stored.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = path.suffix.lower()
+    codec = codec or CODEC_BY_EXT.get(ext, "libx264")
+    labels = list(pts) if labels is None else labels
+    with av.open(str(path), "w", format=FORMAT_BY_EXT.get(ext)) as out:
+        stream = out.add_stream(codec, rate=round(1 / time_base))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = time_base
+        stream.time_base = time_base
+        stream.codec_context.gop_size = gop
+        if codec == "libx264":
+            params = f"bframes={bframes}:keyint={gop}:min-keyint={gop}:scenecut=0"
+            stream.options = {"crf": "4", "preset": "veryfast", "x264-params": params}
+        else:
+            stream.codec_context.qscale = 2
+            stream.codec_context.max_b_frames = bframes
+        for p, label in zip(pts, labels):
+            frame = av.VideoFrame.from_ndarray(index_image(label, width, height), format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+_DIVX_PACKED = b"\0\0\1\xb2DivX503b1393p"  # user data by which decoders recognise packed B-frames
+_VOP = b"\0\0\1\xb6"
+
+
+def _not_coded_vop(resolution: int, time: int) -> bytes:
+    """An MPEG-4 VOP with vop_coded=0, the placeholder DivX stores after a packed pair."""
+    width = max(1, (resolution - 1).bit_length())
+    # type P, modulo_time_base 0, marker, time increment, marker, vop_coded 0
+    bits = "01" + "0" + "1" + format(time % resolution, f"0{width}b") + "1" + "0"
+    pad = 8 - len(bits) % 8
+    bits += "0" + "1" * (pad - 1)  # stuffing up to the byte boundary
+    return _VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def write_packed_divx(path: str | Path, num_frames: int = 40, fps: int = 10, gop: int = 12,
+                      width: int = 64, height: int = 48) -> Path:
+    """An AVI of MPEG-4 part 2 with 'packed' B-frames, as DivX 5 and Xvid wrote them.
+
+    FFmpeg's encoder emits I P B P B ... in decode order; here each B-frame travels in the chunk
+    of the reference frame before it and a not-coded VOP fills its own chunk, so every chunk
+    yields one frame. Decoders return those frames in display order but with the timestamps of
+    the neighbouring chunks: 1, 3, 2, 5, 4, ...
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ctx = av.CodecContext.create("mpeg4", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base, ctx.framerate = Fraction(1, fps), Fraction(fps)
+    ctx.gop_size, ctx.max_b_frames, ctx.qscale = gop, 1, 2
+    packets = []
+    for i in range(num_frames + 1):
+        frame = None
+        if i < num_frames:
+            frame = av.VideoFrame.from_ndarray(index_image(i, width, height), format="rgb24")
+            frame.pts = i
+        packets += [(p.pts, p.is_keyframe, bytes(p)) for p in ctx.encode(frame)]
+    chunks: list[tuple[bytes, bool]] = []
+    k = 0
+    while k < len(packets):
+        pts, key, data = packets[k]
+        if key:
+            at = data.index(_VOP)
+            data = data[:at] + _DIVX_PACKED + data[at:]
+        if k + 1 < len(packets) and packets[k + 1][0] < pts:  # a B-frame shown before this one
+            chunks += [(data + packets[k + 1][2], key), (_not_coded_vop(fps, pts), False)]
+            k += 2
+        else:
+            chunks.append((data, key))
+            k += 1
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        stream.codec_tag = "DX50"
+        for k, (data, key) in enumerate(chunks):
+            packet = av.Packet(data)
+            packet.stream = stream
+            packet.pts = packet.dts = k
+            packet.time_base = Fraction(1, fps)
+            packet.is_keyframe = key
+            out.mux(packet)
+    return path
+
+
+def corrupt_packet(path: str | Path, index: int) -> Path:
+    """Overwrites the start of the `index`-th video packet (file order) with 0xFF bytes in place.
+
+    The header and packet table stay intact, so the file opens and its first frames decode; only
+    decoding reaches the damage, as with a disk or transfer error in the middle of a file.
+    """
+    path = Path(path)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pos, p.size) for p in container.demux(stream) if p.size]
+    pos, size = packets[index]
+    data = bytearray(path.read_bytes())
+    data[pos : pos + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+    return path

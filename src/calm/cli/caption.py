@@ -20,9 +20,10 @@ def run(args) -> int:
     from calm.data.video import FrameSampler, FrameSpec
     from calm.engine.checkpoint import load_model
     from calm.engine.runtime import pick_device
+    from calm.engine.tasks import task_for
 
     model, cfg, _ = load_model(args.checkpoint)
-    if cfg.task != "captioning":
+    if not task_for(cfg).generates_captions:
         raise UserError(f"{args.checkpoint} is a {cfg.task} checkpoint, not a captioning one")
     device = pick_device(cfg.train.device)
     model = model.to(device).eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def add_set_arg(p, help: str = "override a config key (repeatable), e.g. --set train.lr=1e-5"):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -13,8 +15,26 @@ def add_config_args(p) -> None:
     add_set_arg(p)
 
 
-def add_data_args(p, split_default: str = "test") -> None:
-    p.add_argument("--dataset", required=True, help="msrvtt | msvd | didemo | lsmdc")
-    p.add_argument("--annotations", required=True, help="the benchmark's annotation folder")
-    p.add_argument("--videos", required=True, help="the benchmark's video folder")
+DATASET_HELP = "msrvtt | msvd | didemo | lsmdc | jsonl | csv (your own data)"
+ANNOTATIONS_HELP = (
+    "the benchmark's annotation folder (jsonl/csv: the file, or a folder holding data.jsonl / "
+    "data.csv)"
+)
+VIDEOS_HELP = "the benchmark's video folder (jsonl/csv: where relative video paths start)"
+
+
+def add_data_args(p, split_default: str = "test", required: bool = True) -> None:
+    p.add_argument("--dataset", required=required, help=DATASET_HELP)
+    p.add_argument("--annotations", required=required, help=ANNOTATIONS_HELP)
+    p.add_argument("--videos", required=required, help=VIDEOS_HELP)
     p.add_argument("--split", default=split_default)
+
+
+def loader_option(text: str) -> tuple[str, object]:
+    """`--option KEY=VALUE` of a dataset loader; the value is read as YAML (numbers, lists)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    import yaml
+
+    return key.strip(), yaml.safe_load(value)

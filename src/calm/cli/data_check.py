@@ -1,7 +1,8 @@
 """`calm data-check`: parse a benchmark split and check its videos before a long run.
 
 Prints a JSON report (see calm.data.check.check_split). Exit status 0 when every listed video is
-present (and decodes, unless --no-decode), 1 when some are not, 2 on bad annotations.
+present (and its evaluation frames decode, unless --no-decode; only the first with --quick), 1
+when some are not, 2 on bad annotations.
 """
 
 from __future__ import annotations
@@ -9,28 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    import yaml
-
-    return key.strip(), yaml.safe_load(value)
+from calm.cli.common import ANNOTATIONS_HELP, DATASET_HELP, VIDEOS_HELP, loader_option
 
 
 def register(sub) -> None:
     p = sub.add_parser("data-check", help="parse a benchmark split and check its videos (JSON)")
-    p.add_argument("--dataset", required=True, help="msrvtt | msvd | didemo | lsmdc")
-    p.add_argument("--annotations", required=True, help="the benchmark's annotation folder")
-    p.add_argument("--videos", required=True, help="the benchmark's video folder")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
+    p.add_argument("--videos", required=True, help=VIDEOS_HELP)
     p.add_argument("--split", required=True, help="split name, e.g. train, val, test")
     p.add_argument(
         "--option",
         dest="options",
         action="append",
         default=[],
-        type=_option,
+        type=loader_option,
         metavar="KEY=VALUE",
         help="a loader option, e.g. --option val_size=500",
     )
@@ -38,8 +32,19 @@ def register(sub) -> None:
         "--decode",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="decode the first frame of every video (default); --no-decode only "
+        help="decode every video the way evaluation samples it (default); --no-decode only "
         "checks that the files exist",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="decode only the first frame of each video (faster, misses damage further in)",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=12,
+        help="frames per clip, as data.num_frames (default 12): the positions evaluation decodes",
     )
     p.set_defaults(func=run)
 
@@ -54,6 +59,8 @@ def run(args) -> int:
         args.split,
         options=dict(args.options),
         decode=args.decode,
+        quick=args.quick,
+        num_frames=args.frames,
     )
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1

@@ -21,8 +21,11 @@ COMMAND_MODULES = [
     "calm.cli.model_info",
     "calm.cli.pretrain",
     "calm.cli.demo",
+    "calm.cli.experiment",
     "calm.cli.data_check",
+    "calm.cli.convert_annotations",
     "calm.cli.prepare_videos",
+    "calm.cli.prepare_frames",
     "calm.cli.synth",
 ]
 

@@ -15,8 +15,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from calm.config import ExperimentConfig, load
-    from calm.model.calm import CALM
     from calm.model.info import parameter_counts
+    from calm.model.retrieval import CALM
 
     cfg = load(ExperimentConfig, args.config, args.overrides, allow_missing=True)
     model = CALM.from_config(cfg.model)

@@ -32,15 +32,20 @@ class BackboneConfig:
 
     name: str = "ViT-B-32"
     checkpoint: str | None = None  # a local weights file or folder
-    checkpoint_format: str = (
-        "auto"  # auto | openai | open_clip (auto: TorchScript archive = openai)
-    )
+    # auto | openai | open_clip | hf (auto: TorchScript archive = openai, a folder with a
+    # transformers config.json = hf, anything else = open_clip)
+    checkpoint_format: str = "auto"
     quick_gelu: bool | None = None  # None: True for OpenAI weights, else the named config's choice
     freeze: str = "none"  # none | all | vision | text
     grad_checkpointing: bool = False
+    # An explicit open_clip config ({"model_cfg": ..., "preprocess_cfg": ...}) that replaces
+    # `name`; calm fills it in checkpoints of a backbone read from a Hugging Face folder.
+    architecture: dict | None = None
 
     def __post_init__(self):
-        _choice("checkpoint_format", self.checkpoint_format, ("auto", "openai", "open_clip"))
+        _choice("checkpoint_format", self.checkpoint_format, ("auto", "openai", "open_clip", "hf"))
+        if self.architecture is not None and "model_cfg" not in self.architecture:
+            raise ConfigError("architecture: expected a mapping with a 'model_cfg' entry")
         _choice("freeze", self.freeze, ("none", "all", "vision", "text"))
 
 
@@ -66,7 +71,9 @@ class FusionConfig:
 class AnchorConfig:
     """Class anchors: label set, prompt, learnable offsets, refresh policy and softmax scale."""
 
-    labels: str = "charades"  # a registered set name or a path to a text file, one label a line
+    # a registered set name, a path to a text file (one label a line), or the list of labels
+    # itself (calm checkpoints store the list, so they never depend on a label file)
+    labels: str | list[str] = "charades"
     template: str = "The content of {}"
     learnable: bool = True  # the per-anchor embedding e_k added to the encoder output
     refresh: str = "epoch"  # step | epoch | once
@@ -181,6 +188,8 @@ class DataConfig:
     augment: bool = False
     num_workers: int = 2
     options: dict = field(default_factory=dict)  # dataset-specific settings (see each loader)
+    # a folder written by `calm prepare-frames --src <videos>`: clips are read from it, not decoded
+    frame_cache: str | None = None
 
     def __post_init__(self):
         _choice("missing_video", self.missing_video, ("error", "skip"))

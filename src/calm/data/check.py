@@ -1,8 +1,11 @@
 """`calm data-check`: does a benchmark's split parse, and are its videos there and readable?
 
 Run before a long training job so a missing file or a half-downloaded video is found in minutes,
-not hours in. The check opens every present video with PyAV, reads its packet table and decodes its first
-frame (cheap, and it catches truncated downloads and non-video files); `decode=False` only
+not hours in. By default every present video is sampled the way evaluation samples it: its packet
+table is read and its test-mode frames are decoded with the same `FrameSampler`, so a file that
+passes here is one `calm eval` and `calm train` can read (training draws other positions from the
+same timeline; only damage between those positions can still surprise it). `quick=True` decodes
+only the first frame (faster; catches cut downloads and non-video files); `decode=False` only
 checks presence.
 """
 
@@ -14,20 +17,27 @@ from pathlib import Path
 from calm.data.benchmarks.common import get_loader
 
 MAX_LISTED = 10  # ids shown per problem; the counts are always complete
+PROBE_SIZE = 32  # pixels: the decoding work is the same at any output size, the scaling is not
+DEFAULT_FRAMES = 12  # data.num_frames' default
 
 
-def probe_video(path: str | Path) -> str | None:
-    """None when the file opens, its packet table is whole and its first frame decodes; else why.
+def probe_video(
+    path: str | Path, num_frames: int = DEFAULT_FRAMES, quick: bool = False
+) -> str | None:
+    """None when the file reads the way evaluation reads it; else the reason.
 
-    Uses the frame sampler's own open and packet-table steps, so a file that passes here fails
-    in training only if a frame past the first is corrupt.
+    Default: the evaluation sampler's own steps (open, packet table and timeline, the test-mode
+    frames of `num_frames` segments). `quick`: open, packet table and the first frame only.
     """
     import av
 
     from calm.data.errors import VideoDecodeError
-    from calm.data.video import open_video, read_frame_table
+    from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
 
     try:
+        if not quick:
+            FrameSampler(FrameSpec(num_frames, PROBE_SIZE), "test").decode_uint8(path)
+            return None
         container, stream = open_video(path)
         with container:
             read_frame_table(container, stream, path)
@@ -73,6 +83,8 @@ def check_split(
     split: str,
     options: dict | None = None,
     decode: bool = True,
+    quick: bool = False,
+    num_frames: int = DEFAULT_FRAMES,
 ) -> dict:
     """A JSON-ready report of one split: sizes, missing and undecodable videos, text lengths."""
     loader = get_loader(dataset, annotations, videos, options)
@@ -82,7 +94,7 @@ def check_split(
         if not record.path.is_file():
             missing.append(record.video_id)
         elif decode:
-            reason = probe_video(record.path)
+            reason = probe_video(record.path, num_frames, quick)
             if reason is not None:
                 broken.append(
                     {"video_id": record.video_id, "path": str(record.path), "reason": reason}
@@ -100,6 +112,9 @@ def check_split(
         "default_text_length": loader.default_text_length,
         "missing_videos": {"count": len(missing), "first": missing[:MAX_LISTED]},
         "decode_checked": decode,
+        "decode_check": ("first frame" if quick else f"test-mode frames, T={num_frames}")
+        if decode
+        else None,
         "info": _summarise_info(ann.info),
     }
     if decode:

@@ -1,7 +1,9 @@
 """Torch datasets over parsed annotations: training pairs, evaluation videos and texts, collate.
 
 The datasets know nothing of the model: they receive a `FrameSampler` (image size, mean, std,
-frame count already set) and a `tokenize(list[str]) -> LongTensor[N, L]` callable.
+frame count already set), or a frame cache's `CachedFrames`, and a
+`tokenize(list[str]) -> LongTensor[N, L]` callable. Frames come out as uint8 [T, 3, S, S]; the
+engine normalises each batch on its device (`calm.data.video.normalize_frames`).
 
 Missing or undecodable videos follow one of two policies:
 - `error` (default): the sampler's `VideoDecodeError`, which names the path and the reason, is
@@ -65,7 +67,7 @@ class _VideoItems(Dataset):
     def _frames(self, video_index: int, rng: random.Random | None) -> dict | SkippedVideo:
         record = self.annotations.videos[video_index]
         try:
-            frames, mask = self.sampler(record.path, rng=rng)
+            frames, mask = self.sampler.clip(record.path, rng=rng)  # uint8: normalised on device
         except VideoDecodeError as exc:
             if self.missing_video == "error":
                 raise
@@ -179,6 +181,21 @@ class SkipLog:
         for record in skipped:
             self.samples += 1
             self.records.setdefault(record.video_id, record)
+
+    def merge(self, other: SkipLog) -> None:
+        """Adds another process's (or run segment's) skips."""
+        self.samples += other.samples
+        for video_id, record in other.records.items():
+            self.records.setdefault(video_id, record)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SkipLog:
+        """The inverse of `to_dict`, for resuming a run with its skips."""
+        log = cls()
+        log.samples = data.get("skipped_samples", 0)
+        for record in data.get("videos", []):
+            log.records[record["video_id"]] = SkippedVideo(**record)
+        return log
 
     def __len__(self) -> int:
         return len(self.records)

@@ -1,13 +1,16 @@
-"""Frame sampling from video files with PyAV: pick frame indices first, decode only those.
+"""Frame sampling from video files with PyAV: pick timeline positions first, decode only those.
 
-A clip is split into T equal segments and one frame is taken from each (the middle one for
-evaluation, a random one for training). The sampler first reads the packet table of the video
-stream in one demux pass without decoding (about 1% of the cost of decoding the clip); that gives
-the exact frame count, the timestamp of every frame in presentation order and the keyframes. It
-then decodes forward from the start and stops after the last wanted frame, seeking ahead to a
-keyframe only where that skips more than `seek_gap` frames (see `FrameSampler`). Decoded frames
-are identified by their timestamp rather than by counting, so the frame returned for index i is
-frame i of the file; only files without timestamps fall back to counting from the start.
+A clip's presentation timeline (see calm.data.timeline: one demux pass, no decoding) is split into
+T equal segments and one position is taken from each (the middle one for evaluation, a random one
+for training); each position shows a frame, the one a player shows there. The sampler then decodes
+forward from the start and stops after the last wanted frame, seeking ahead to a keyframe only
+where that skips more than `seek_gap` frames (see `FrameSampler`). Decoded frames are identified
+by their timestamp rather than by counting, so the frame returned for index i is frame i of the
+file even when the decoder returns frames out of timestamp order; only files without usable
+timestamps are decoded from the start and identified by the order the decoder returns them.
+
+The sampler yields uint8 frames (`clip`); normalisation to the backbone's mean and std happens
+per batch on the training device (`normalize_frames`), four times less data to move than float.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import bisect
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +29,13 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from calm.data.errors import VideoDecodeError
-
-MODES = ("train", "test")
+from calm.data.timeline import (  # noqa: F401 - re-exported: the sampler's public helpers
+    MODES,
+    FrameTable,
+    declared_seconds,
+    read_frame_table,
+    sample_indices,
+)
 
 # Chosen with benchmarks/bench_sampler.py (30 s 640x360 30 fps H.264 clips, T=12, CPU time of
 # one thread, against decoding every frame): a seek costs only a few frames of decoding, so
@@ -40,6 +48,9 @@ DEFAULT_SEEK_GAP = 8
 # Demuxers whose seeks land exactly on indexed keyframes with the same timestamps as a linear
 # read. MPEG-PS, for one, re-derives timestamps after a seek and shifts them by a frame.
 SEEKABLE_FORMATS = frozenset({"mp4", "mov", "matroska", "webm", "avi"})
+# Frames may leave the decoder this many places out of timestamp order (H.264's largest
+# reorder buffer); past that, a frame still missing is not coming from this decoder run.
+REORDER_WINDOW = 16
 
 
 _REFORMATTERS: dict[int, VideoReformatter] = {}
@@ -73,102 +84,79 @@ class FrameSpec:
             raise ValueError(f"image_size must be at least 1, got {self.image_size}")
 
 
-def sample_indices(
-    num_video_frames: int, num_frames: int, mode: str, rng: random.Random | None = None
-) -> list[int]:
-    """T equal segments; mode 'test' takes the middle frame of each, 'train' a random frame in each.
+# -- normalisation, on whichever device the batch is on --------------------------------------------
 
-    Clips with fewer than num_frames frames return every frame once (shorter list), so no frame is
-    shown twice and the caller pads with a mask. Segment i is [i*n//T, (i+1)*n//T). Without an
-    rng, 'train' draws from the `random` module, which DataLoader seeds per worker.
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def normalize_frames(
+    frames: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """uint8 frames [..., 3, H, W] (0..255) -> float32 (x / 255 - mean) / std, on their device.
+
+    Call it after moving a batch to the device: the host ships a quarter of the bytes, and the
+    arithmetic runs once per batch where it is cheapest. Float frames are returned unchanged:
+    they are already normalised (`FrameSampler.__call__`, synthetic tensors). With `mask`
+    (bool [..., T], False for padding) padded frames come out as zeros, as the CPU path gives.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    n = num_video_frames
-    if n < 0:
-        raise ValueError(f"num_video_frames must be >= 0, got {n}")
-    if n <= num_frames:
-        return list(range(n))
-    bounds = [i * n // num_frames for i in range(num_frames + 1)]
-    if mode == "test":
-        return [(lo + hi - 1) // 2 for lo, hi in zip(bounds, bounds[1:])]
+    if frames.dtype != torch.uint8:
+        return frames
+    key = (frames.device, tuple(mean), tuple(std))
+    if key not in _STATS:
+        m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
+        _STATS[key] = (m.to(frames.device), (1.0 / s).to(frames.device))
+    shift, scale = _STATS[key]
+    out = frames.float().sub_(shift).mul_(scale)
+    if mask is not None:
+        out.mul_(mask.to(out.device)[..., None, None, None])
+    return out
+
+
+# -- clips: sampled frames to a fixed-length tensor -------------------------------------------------
+
+
+def augment_clip(
+    x: torch.Tensor, rng: random.Random | None, min_crop_area: float = 0.5
+) -> torch.Tensor:
+    """One random square crop (area >= min_crop_area) and flip for the whole clip, uint8 in/out.
+
+    Bilinear resizing of uint8 rounds to the nearest level: within half a level of the float path.
+    """
     draw = rng if rng is not None else random
-    return [draw.randrange(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
-
-
-@dataclass
-class FrameTable:
-    """What one demux pass tells about the video stream, in presentation order."""
-
-    count: int  # frames the decoder will output
-    pts: list[int] | None  # timestamp of frame i; None when the container lacks timestamps
-    keyframes: list[int]  # frame indices of keyframes (empty when pts is None)
-    listed: int  # frame count the container header claims (0 when it has none)
-
-
-def read_frame_table(container, stream, path) -> FrameTable:
-    """Demuxes the video stream without decoding; raises on truncation the header reveals."""
-    pts: list[int | None] = []
-    keys: list[int] = []
-    packets = 0
-    try:
-        for packet in container.demux(stream):
-            if not packet.size:
-                continue  # the flush packet at the end
-            packets += 1
-            if packet.is_discard:
-                continue  # decoded only as a reference, never shown (edit lists)
-            if packet.is_keyframe and packet.pts is not None:
-                keys.append(packet.pts)
-            pts.append(packet.pts)
-    except av.FFmpegError as exc:
-        raise VideoDecodeError(path, f"cannot read packets: {exc}") from exc
-    listed = max(int(stream.frames or 0), 0)
-    if listed and packets < listed:
-        raise VideoDecodeError(
-            path, f"truncated file: the container lists {listed} frames but holds {packets}"
+    s = x.shape[-1]
+    side = round(s * math.sqrt(draw.uniform(min_crop_area, 1.0)))
+    top, left = draw.randint(0, s - side), draw.randint(0, s - side)
+    x = x[:, :, top : top + side, left : left + side]
+    if side != s:
+        x = torch.nn.functional.interpolate(
+            x.contiguous(), size=(s, s), mode="bilinear", align_corners=False, antialias=False
         )
-    if not pts:
-        raise VideoDecodeError(path, "no decodable video frames")
-    if not listed:
-        _check_duration(container, stream, [p for p in pts if p is not None], path)
-    if any(p is None for p in pts) or len(set(pts)) != len(pts):
-        return FrameTable(len(pts), None, [], listed)
-    ordered = sorted(pts)  # type: ignore[arg-type]
-    keyframes = sorted(bisect.bisect_left(ordered, k) for k in keys)
-    return FrameTable(len(ordered), ordered, keyframes, listed)
+    if draw.random() < 0.5:
+        x = x.flip(-1)
+    return x
 
 
-def declared_seconds(container, stream) -> float | None:
-    """The video's duration as the header states it, or None when only the data could tell."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    tag = stream.metadata.get("DURATION")  # Matroska/WebM per-track tag, e.g. 00:00:03.200000000
-    if tag:
-        try:
-            h, m, sec = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(sec)
-        except ValueError:
-            return None
-    if container.duration and len(container.streams) == 1:
-        return container.duration / av.time_base
-    return None
-
-
-def _check_duration(container, stream, pts: list[int], path) -> None:
-    """For containers without a frame count: packets must span the duration the header states."""
-    declared = declared_seconds(container, stream)
-    rate = float(stream.average_rate or stream.guessed_rate or 0)
-    if not declared or not rate or not pts or not stream.time_base:
-        return
-    covered = float((max(pts) - min(pts)) * stream.time_base) + 1.0 / rate
-    if covered < 0.9 * declared and declared - covered > 0.5:
-        raise VideoDecodeError(
-            path,
-            f"truncated file: frames cover {covered:.2f}s of the {declared:.2f}s the header states",
-        )
+def to_clip(
+    images: np.ndarray | torch.Tensor,
+    num_frames: int,
+    augment: bool = False,
+    rng: random.Random | None = None,
+    min_crop_area: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [n, S, S, 3] -> (uint8 frames [T, 3, S, S] zero-padded, bool mask [T])."""
+    x = torch.as_tensor(images).permute(0, 3, 1, 2)
+    if augment:
+        x = augment_clip(x, rng, min_crop_area)
+    n, s = x.shape[0], x.shape[-1]
+    frames = torch.zeros(num_frames, 3, s, s, dtype=torch.uint8)
+    frames[:n] = x
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    mask[:n] = True
+    return frames, mask
 
 
 def open_video(path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -189,16 +177,17 @@ def open_video(path) -> tuple[av.container.InputContainer, av.video.stream.Video
 
 
 class _Restart(Exception):
-    """Timestamps after decoding did not match the packet table: decode again by counting."""
+    """Timestamps after decoding did not match the packet table: decode again more plainly."""
 
 
 class FrameSampler:
-    """Decodes T sampled frames of one clip into a normalised tensor plus a validity mask.
+    """Decodes T sampled frames of one clip into uint8 (`clip`) or normalised float (`__call__`).
 
     `seek_gap`: seek to a keyframe only when it lies more than this many frames past the
     decoder's position (None: never seek, decode sequentially). `threads`: FFmpeg decoding
     threads per clip; 1 by default because DataLoader workers already use the cores and frame
-    threads add latency after every seek.
+    threads add latency after every seek. `skip_nonref`: decode frames nothing references only
+    when wanted; an optimisation that never changes which frames come out.
     """
 
     def __init__(
@@ -223,66 +212,62 @@ class FrameSampler:
         self.threads = threads
         self.skip_nonref = skip_nonref
         self.min_crop_area = min_crop_area
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        self._inv_std = 1.0 / std
+
+    def frame_indices(self, table: FrameTable, rng: random.Random | None = None) -> list[int]:
+        """The frame shown at each sampled timeline position (repeats where frames dropped)."""
+        slots = sample_indices(table.num_slots, self.spec.num_frames, self.mode, rng)
+        return table.frames_at(slots)
 
     def indices_for(self, path, rng: random.Random | None = None) -> list[int]:
         """The frame indices a call with the same rng state would decode."""
         container, stream = open_video(path)
         with container:
             table = read_frame_table(container, stream, path)
-        return sample_indices(table.count, self.spec.num_frames, self.mode, rng)
+        return self.frame_indices(table, rng)
 
-    def __call__(self, path, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns frames float32 [T, 3, S, S] and mask bool [T] (False marks zero padding).
+    def clip(self, path, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns frames uint8 [T, 3, S, S] and mask bool [T] (False marks zero padding).
 
         Raises VideoDecodeError(path, reason) for a missing, unreadable, truncated or empty file.
         """
         images = self.decode_uint8(path, rng)
-        spec = self.spec
-        t, s = spec.num_frames, spec.image_size
-        n = images.shape[0]
-        # in place on one buffer: 4-7x faster than building (x - mean) / std out of temporaries
-        frames = torch.empty(t, 3, s, s) if n == t else torch.zeros(t, 3, s, s)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2)
-        if self.augment:
-            x = self._augment(x.float(), rng)
-        real = frames[:n]
-        real.copy_(x)
-        real.sub_(self._mean).mul_(self._inv_std)
-        mask = torch.zeros(t, dtype=torch.bool)
-        mask[:n] = True
-        return frames, mask
+        return to_clip(images, self.spec.num_frames, self.augment, rng, self.min_crop_area)
+
+    def __call__(self, path, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`clip` normalised with the spec's mean and std: float32 [T, 3, S, S], padding zeros."""
+        frames, mask = self.clip(path, rng)
+        return normalize_frames(frames, self.spec.mean, self.spec.std, mask), mask
 
     def decode_uint8(self, path, rng: random.Random | None = None) -> np.ndarray:
-        """The sampled frames as uint8 [n, S, S, 3] RGB, n = min(T, frames in the clip)."""
+        """The sampled frames as uint8 [n, S, S, 3] RGB, n = min(T, timeline slots)."""
         container, stream = open_video(path)
         with container:
             self._configure(stream)
             table = read_frame_table(container, stream, path)
-            wanted = sample_indices(table.count, self.spec.num_frames, self.mode, rng)
-            try:
-                if table.pts is None:
-                    got = self._decode_counting(path, wanted)
-                else:
-                    seek_ok = not SEEKABLE_FORMATS.isdisjoint(container.format.name.split(","))
-                    try:
-                        got = self._decode_by_pts(container, stream, table, wanted, seek_ok)
-                    except _Restart:
-                        try:
-                            got = self._decode_by_pts(container, stream, table, wanted, False)
-                        except _Restart:
-                            got = self._decode_counting(path, wanted)
-            except av.FFmpegError as exc:
-                raise VideoDecodeError(path, f"decoding failed: {exc}") from exc
+            wanted = self.frame_indices(table, rng)
+            got = self.decode_frames(container, stream, table, wanted, path)
+        return np.stack([got[i] for i in wanted])
+
+    def decode_frames(self, container, stream, table: FrameTable, indices, path) -> dict:
+        """{frame index: uint8 [S, S, 3]} for every index; raises when one cannot be decoded.
+
+        Tries the fastest plan first (seek + skip), then sequential decoding by timestamp, then
+        sequential decoding by output order without skipping; a frame that even the last plan
+        cannot produce makes the file truncated or corrupt.
+        """
+        wanted = sorted(set(indices))
+        self._configure(stream)
+        try:
+            got = self._decode_planned(container, stream, table, wanted, path)
+        except av.FFmpegError as exc:
+            raise VideoDecodeError(path, f"decoding failed: {exc}") from exc
         missing = [i for i in wanted if i not in got]
         if missing:
             raise VideoDecodeError(
                 path,
                 f"truncated or corrupt: frame {missing[0]} of {table.count} could not be decoded",
             )
-        return np.stack([got[i] for i in wanted])
+        return got
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -293,6 +278,20 @@ class FrameSampler:
         sar = stream.sample_aspect_ratio
         self._sar = float(sar) if sar else 1.0  # anamorphic sources: display width = w * sar
 
+    def _decode_planned(self, container, stream, table: FrameTable, wanted: list[int], path):
+        if table.pts is None or table.by_order:
+            return self._decode_counting(path, wanted)
+        seekable = not SEEKABLE_FORMATS.isdisjoint(container.format.name.split(","))
+        plans = [True, False] if seekable and self.seek_gap is not None else [False]
+        for seek in plans:
+            try:
+                got = self._decode_by_pts(container, stream, table, wanted, seek)
+            except _Restart:
+                continue
+            if all(i in got for i in wanted):
+                return got
+        return self._decode_counting(path, wanted)
+
     def _frames_from(
         self, container, stream, start_pts: int, landed: list[int], keep: set[int], jump: bool
     ) -> Iterator:
@@ -301,7 +300,9 @@ class FrameSampler:
         From the file's start (jump False) every packet goes to the decoder, as in a linear read.
 
         Packets whose pts is not in `keep` are decoded with skip_frame=NONREF: a frame no other
-        frame references (most B-frames) is then skipped, which changes no other frame.
+        frame references (most B-frames) is then skipped, which changes no other frame. The
+        decoder labels each frame with the pts of the packet it was decoded from, so the labels
+        of the frames that do come out never depend on what was skipped.
         """
         container.seek(start_pts, stream=stream, backward=True)
         ctx = stream.codec_context
@@ -320,13 +321,14 @@ class FrameSampler:
     def _decode_by_pts(
         self, container, stream, table: FrameTable, wanted: list[int], seek_ok: bool
     ) -> dict:
+        """Frames identified by timestamp; stops on each wanted frame once it has come out."""
         index_of = {p: i for i, p in enumerate(table.pts)}
         keyframe_set = set(table.keyframes) | {0}
         keep = {table.pts[i] for i in wanted}
         want = set(wanted)
         got: dict[int, np.ndarray] = {}
         frames: Iterator | None = None
-        pos = 0  # index of the next frame the current decoder run yields
+        pos = 0  # one past the highest frame the current decoder run has returned
         floor = 0  # frames shown before the keyframe we started at reference older data: skip
         for j in wanted:
             if j in got:
@@ -339,6 +341,7 @@ class FrameSampler:
                 start = table.pts[k if jump else 0]
                 frames = self._frames_from(container, stream, start, landed, keep, jump)
                 floor = -1 if jump else 0
+            past = 0  # frames after j returned while j is still missing (reordering)
             for frame in frames:
                 if floor < 0:  # first frame after a seek: check where the demuxer put us
                     floor = index_of.get(landed[0], -1)
@@ -349,13 +352,17 @@ class FrameSampler:
                     raise _Restart
                 if i < floor:
                     continue
-                pos = i + 1
+                pos = max(pos, i + 1)
                 if i in want and i not in got:
                     got[i] = self._to_array(frame)
-                if i >= j:
+                if j in got:
                     break
+                if i > j:
+                    past += 1
+                    if past > REORDER_WINDOW:
+                        break
             else:
-                break  # decoder exhausted: the caller reports what is missing
+                break  # decoder exhausted: the caller tries a plainer plan
         return got
 
     def _decode_counting(self, path, wanted: list[int]) -> dict:
@@ -394,18 +401,3 @@ class FrameSampler:
             h, w = img.shape[:2]
         top, left = (h - s) // 2, (w - s) // 2
         return np.ascontiguousarray(img[top : top + s, left : left + s])
-
-    def _augment(self, x: torch.Tensor, rng: random.Random | None) -> torch.Tensor:
-        """One random square crop (area >= min_crop_area) and flip for the whole clip."""
-        draw = rng if rng is not None else random
-        s = x.shape[-1]
-        side = round(s * math.sqrt(draw.uniform(self.min_crop_area, 1.0)))
-        top, left = draw.randint(0, s - side), draw.randint(0, s - side)
-        x = x[:, :, top : top + side, left : left + side]
-        if side != s:
-            x = torch.nn.functional.interpolate(
-                x, size=(s, s), mode="bilinear", align_corners=False, antialias=False
-            )
-        if draw.random() < 0.5:
-            x = x.flip(-1)
-        return x

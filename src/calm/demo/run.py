@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from calm.config import ExperimentConfig, from_dict
+from calm.demo.benchmark import prepare_benchmark, training_videos
 from calm.demo.pretrain import PretrainConfig, pretrained_clip
 from calm.demo.report import anchor_figure, training_curves
 from calm.engine.checkpoint import load_model
@@ -93,31 +94,22 @@ def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[s
 
 def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = True,
              data_root: str | Path | None = None) -> dict:
-    from calm.data.benchmarks.common import load_split
-    from calm.data.synthetic import generate
-
     demo = demo or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings, started = {}, time.perf_counter()
 
     data_root = Path(data_root) if data_root else out / "data"
-    manifest_path = data_root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    if not manifest or manifest.get("scale") != demo.scale or manifest.get("seed") != demo.data_seed:
-        t = time.perf_counter()
-        generate(data_root, scale=demo.scale, seed=demo.data_seed)
-        manifest = json.loads(manifest_path.read_text())
-        timings["synth_s"] = time.perf_counter() - t
+    manifest, synth_s = prepare_benchmark(data_root, demo.scale, demo.data_seed)
+    if synth_s is not None:
+        timings["synth_s"] = synth_s
 
     t = time.perf_counter()
     clip_path, clip_info = pretrained_clip(data_root, demo.pretrain, progress=progress)
     timings["pretrain_s"] = time.perf_counter() - t
 
     domain = manifest["domains"][0]
-    n_train = len(load_split(domain["loader"], data_root / domain["annotations"],
-                             data_root / domain["videos"], "train",
-                             domain.get("loader_options")).videos)  # one caption per video an epoch
+    n_train = training_videos(data_root, domain)
     runs, checkpoints, configs, results = {}, [], {}, {}
     for label, alignment in demo.methods.items():
         cfg = experiment_config(demo, data_root, domain, clip_path, alignment,

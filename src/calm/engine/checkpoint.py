@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from calm.config import ExperimentConfig, from_dict, to_dict
+from calm.engine.tasks import task_for
 
 
 class UnsafeCheckpointError(ValueError):
@@ -48,11 +49,20 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def model_config_for_checkpoint(model: nn.Module, cfg: ExperimentConfig) -> dict:
-    """The config to rebuild exactly this model from its own weights (no external checkpoint)."""
+    """The config to rebuild exactly this model from its own weights (no external checkpoint).
+
+    Self-contained: no file outside the checkpoint is named. The anchor labels are stored as
+    the list itself (not a label file's path) and a Hugging Face backbone as its architecture.
+    """
     data = to_dict(cfg)
     backbone = data["model"]["backbone"]
     backbone["checkpoint"] = None
+    backbone["checkpoint_format"] = "auto"
     backbone["quick_gelu"] = bool(model.backbone.quick_gelu)
+    backbone["architecture"] = getattr(model.backbone, "architecture", None)
+    anchors = getattr(model, "anchors", None)
+    if anchors is not None:
+        data["model"]["anchors"]["labels"] = list(anchors.labels)
     return data
 
 
@@ -67,8 +77,6 @@ def save_model(path: Path, model: nn.Module, cfg: ExperimentConfig, meta: dict |
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -93,9 +101,7 @@ def load_model(
     """Rebuilds the model from the config stored in the checkpoint and loads its weights."""
     info = read_metadata(path)
     cfg = from_dict(ExperimentConfig, info["config"])
-    from calm.engine.tasks import build_model
-
-    model = build_model(cfg)
+    model = task_for(cfg).build_model(cfg.model)
     model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     return model.to(device), cfg, info["meta"]
 

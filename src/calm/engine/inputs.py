@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Subset
 from calm.config.schema import DataConfig
 from calm.data.annotations import SplitAnnotations
 from calm.data.benchmarks.common import get_loader
+from calm.data.errors import DataError
 from calm.data.samples import PairDataset, TextDataset, VideoDataset, collate
 from calm.data.video import FrameSampler, FrameSpec
 from calm.model.backbone import Preprocess
@@ -31,6 +32,7 @@ class DataSetup:
     cfg: DataConfig
     spec: FrameSpec
     tokenize: Tokenize
+    _frame_cache: object = field(default=None, init=False, repr=False)
 
     def split(self, name: str) -> SplitAnnotations:
         loader = get_loader(
@@ -41,7 +43,7 @@ class DataSetup:
     def train_dataset(self, ann: SplitAnnotations, seed: int) -> PairDataset:
         return PairDataset(
             ann,
-            FrameSampler(self.spec, mode="train", augment=self.cfg.augment),
+            self.sampler("train", self.cfg.augment, ann),
             self.tokenize,
             pairs=self.cfg.train_pairs,
             missing_video=self.cfg.missing_video,
@@ -49,8 +51,31 @@ class DataSetup:
         )
 
     def video_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
-        dataset = VideoDataset(ann, FrameSampler(self.spec, mode="test"), self.cfg.missing_video)
+        dataset = VideoDataset(ann, self.sampler("test", ann=ann), self.cfg.missing_video)
         return self._loader(_shard(dataset, *shard), batch_size)
+
+    def sampler(self, mode: str, augment: bool = False, ann: SplitAnnotations | None = None):
+        """A FrameSampler, or the frame cache's reader when `data.frame_cache` is set.
+
+        Both yield uint8 clips; the engine normalises each batch on its device. With a cache,
+        videos of `ann` that exist but were never cached (an unfinished prepare-frames) stop
+        the run here rather than as skips or errors hours in.
+        """
+        if not self.cfg.frame_cache:
+            return FrameSampler(self.spec, mode=mode, augment=augment)
+        if self._frame_cache is None:
+            from calm.data.frame_cache import FrameCache
+
+            self._frame_cache = FrameCache(self.cfg.frame_cache)
+        cached = self._frame_cache.sampler(self.spec, self.cfg.videos, mode, augment)
+        missing = cached.missing(r.path for r in ann.videos) if ann is not None else []
+        if missing:
+            raise DataError(
+                f"data.frame_cache {self.cfg.frame_cache}: {len(missing)} videos of split "
+                f"{ann.split!r} are not cached (first: {missing[0]}); finish the cache with "
+                f"`calm prepare-frames --src {self.cfg.videos} --dst {self.cfg.frame_cache}`"
+            )
+        return cached
 
     def text_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
         return self._loader(_shard(TextDataset(ann, self.tokenize), *shard), batch_size)

@@ -1,116 +1,117 @@
-"""What differs between retrieval and captioning, so the training loop stays one function.
+"""Task objects: everything that differs between retrieval and captioning, in one place.
 
-A task builds its model and loss, evaluates a split, and names the number that selects the best
-checkpoint on the validation split (retrieval: t2v R@1 + v2t R@1; captioning: CIDEr).
+A task builds its model and loss, evaluates a split, names the number that selects the best
+checkpoint on the validation split, and says what DDP must know about unused parameters. The
+training loop, evaluation commands and `model-info` ask the task; nothing else reads `cfg.task`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-import torch.distributed as dist
-from tqdm import tqdm
+from torch import nn
 
 from calm.config import ExperimentConfig
+from calm.config.schema import ModelConfig
 from calm.data.annotations import SplitAnnotations
-from calm.data.samples import SkipLog
-from calm.engine.distributed import gather_objects
-from calm.engine.evaluation.retrieval import evaluate
+from calm.engine.evaluation.captioning import evaluate_captioning
+from calm.engine.evaluation.retrieval import evaluate, save_similarity
 from calm.engine.inputs import DataSetup
-from calm.engine.runtime import autocast
+from calm.model.captioner import CALMCaptioner
+from calm.model.losses import (
+    CALMLoss,
+    captioning_task_loss,
+    clamp_logit_scale_,
+    retrieval_task_loss,
+)
+from calm.model.retrieval import CALM
+from calm.registry import Registry
+
+TASKS: Registry[Task] = Registry("task")
 
 
-def build_model(cfg: ExperimentConfig):
-    if cfg.task == "captioning":
-        from calm.model.captioner import CALMCaptioner
+class Task:
+    name = ""
+    selection_metric = ""  # what `selection_score` measures, as written into test metrics
+    generates_captions = False
+    # DDP must search for parameters that get no gradient in a step (captioning never uses CLIP's
+    # logit scale); searching costs a graph traversal per step, so only tasks that need it do.
+    find_unused_parameters = False
 
-        return CALMCaptioner.from_config(cfg.model)
-    from calm.model.calm import CALM
+    def build_model(self, cfg: ModelConfig) -> nn.Module:
+        raise NotImplementedError
 
-    return CALM.from_config(cfg.model)
+    def build_loss(self) -> CALMLoss:
+        raise NotImplementedError
+
+    def text_length(self, cfg: ExperimentConfig) -> int:
+        return cfg.data.text_length
+
+    def evaluate(self, model, ann: SplitAnnotations, data: DataSetup, cfg: ExperimentConfig,
+                 device: torch.device, progress: bool = False, save_sim: str | Path | None = None,
+                 score=None) -> dict:
+        raise NotImplementedError
+
+    def selection_score(self, metrics: dict) -> float:
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step (parameter constraints)."""
 
 
-def build_loss(cfg: ExperimentConfig):
-    if cfg.task == "captioning":
-        from calm.model.captioner import CaptionLoss
+@TASKS.register("retrieval")
+class RetrievalTask(Task):
+    name = "retrieval"
+    selection_metric = "t2v R@1 + v2t R@1"
 
-        return CaptionLoss()
-    from calm.model.calm import CALMLoss
+    def build_model(self, cfg: ModelConfig) -> CALM:
+        return CALM.from_config(cfg)
 
-    return CALMLoss()
+    def build_loss(self) -> CALMLoss:
+        return CALMLoss(retrieval_task_loss)
+
+    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None):
+        metrics, sim, emb = evaluate(model, ann, data, score or cfg.model.score,
+                                     cfg.train.eval_batch_size, device, cfg.train.precision,
+                                     progress)
+        if save_sim:
+            save_similarity(save_sim, sim, emb)
+        return metrics
+
+    def selection_score(self, metrics: dict) -> float:
+        return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
+
+    def after_step(self, model: CALM) -> None:
+        clamp_logit_scale_(model.logit_scale)
 
 
-def text_length(cfg: ExperimentConfig) -> int:
-    """Caption tokens must fit the decoder's positions; retrieval uses data.text_length."""
-    if cfg.task == "captioning":
+@TASKS.register("captioning")
+class CaptioningTask(Task):
+    name = "captioning"
+    selection_metric = "CIDEr"
+    generates_captions = True
+    find_unused_parameters = True
+
+    def build_model(self, cfg: ModelConfig) -> CALMCaptioner:
+        return CALMCaptioner.from_config(cfg)
+
+    def build_loss(self) -> CALMLoss:
+        return CALMLoss(captioning_task_loss)
+
+    def text_length(self, cfg: ExperimentConfig) -> int:
+        """Caption tokens must fit the decoder's positions."""
         return min(cfg.data.text_length, cfg.model.caption.max_length)
-    return cfg.data.text_length
 
+    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None):
+        if save_sim:
+            raise ValueError("--save-sim applies to retrieval checkpoints; this one is captioning")
+        return evaluate_captioning(model, ann, data, cfg.train.eval_batch_size, device,
+                                   cfg.train.precision, progress)
 
-def selection_score(cfg: ExperimentConfig, metrics: dict) -> float:
-    if cfg.task == "captioning":
+    def selection_score(self, metrics: dict) -> float:
         return float(metrics["CIDEr"])
-    return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
 
 
-def selection_name(cfg: ExperimentConfig) -> str:
-    return "CIDEr" if cfg.task == "captioning" else "t2v R@1 + v2t R@1"
-
-
-def evaluate_split(model, ann: SplitAnnotations, data: DataSetup, cfg: ExperimentConfig,
-                   device: torch.device, progress: bool = False) -> dict:
-    tc = cfg.train
-    if cfg.task == "captioning":
-        return evaluate_captioning(model, ann, data, tc.eval_batch_size, device, tc.precision,
-                                   progress)
-    metrics, _, _ = evaluate(model, ann, data, cfg.model.score, tc.eval_batch_size, device,
-                             tc.precision, progress)
-    return metrics
-
-
-@torch.no_grad()
-def generate_captions(model, ann: SplitAnnotations, data: DataSetup, batch_size: int,
-                      device: torch.device, precision: str = "fp32", progress: bool = False):
-    """{video id: caption} for every decodable video (sharded across processes), and skips."""
-    model.eval()
-    shard = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    skips, predictions = SkipLog(), {}
-    for batch in tqdm(data.video_loader(ann, batch_size, shard), desc="captioning",
-                      disable=not progress, leave=False):
-        skips.update(batch["skipped"])
-        if batch["size"] == 0:
-            continue
-        with autocast(device, precision):
-            texts = model.caption(batch["frames"].to(device), batch["frame_mask"].to(device))
-        for v, text in zip(batch["video_index"].tolist(), texts):
-            predictions[v] = text
-    if shard[1] > 1:
-        for part, part_skips in gather_objects((predictions, skips)):
-            predictions.update(part)
-            if part_skips is not skips:
-                skips.update(list(part_skips.records.values()))
-    return predictions, skips
-
-
-def evaluate_captioning(model, ann: SplitAnnotations, data: DataSetup, batch_size: int,
-                        device: torch.device, precision: str = "fp32", progress: bool = False,
-                        examples: int = 5) -> dict:
-    """COCO caption metrics of generated captions against all of each video's captions."""
-    from calm.metrics.captioning import caption_metrics
-
-    predictions, skips = generate_captions(model, ann, data, batch_size, device, precision,
-                                           progress)
-    groups = ann.captions_per_video()
-    ids = [v for v in sorted(predictions) if groups[v]]
-    if not ids:
-        raise RuntimeError(f"{ann.dataset}/{ann.split}: no video with captions could be decoded "
-                           f"({len(ann.videos)} videos, {len(ann.texts)} captions in the split)")
-    preds = {ann.videos[v].video_id: predictions[v] for v in ids}
-    refs = {ann.videos[v].video_id: [ann.texts[t].text for t in groups[v]] for v in ids}
-    result = caption_metrics(preds, refs)
-    result["n_videos"] = len(ids)
-    result["n_references"] = sum(len(r) for r in refs.values())
-    result["examples"] = [{"video_id": k, "caption": preds[k], "references": refs[k][:3]}
-                          for k in list(preds)[:examples]]
-    if len(skips):
-        result["skipped_videos"] = len(skips)
-    return result
+def task_for(cfg: ExperimentConfig) -> Task:
+    return TASKS.build(cfg.task)

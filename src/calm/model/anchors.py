@@ -67,8 +67,11 @@ def read_label_file_text(text: str, source: str) -> list[str]:
     return labels
 
 
-def load_labels(spec: str) -> list[str]:
-    """A registered label-set name, or a path to a text file with one label per line."""
+def load_labels(spec: str | list[str]) -> list[str]:
+    """A registered label-set name, a path to a text file with one label per line, or the list
+    of labels itself (what calm checkpoints store, so they need no label file)."""
+    if isinstance(spec, list | tuple):
+        return check_label_list(spec)
     if spec in LABEL_SETS:
         return LABEL_SETS.build(spec)
     path = Path(spec).expanduser()
@@ -77,6 +80,20 @@ def load_labels(spec: str) -> list[str]:
             f"anchor labels {spec!r} is neither a known set {LABEL_SETS.names()} nor an existing file"
         )
     return read_label_file_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def check_label_list(labels: list[str] | tuple[str, ...]) -> list[str]:
+    """A label list given inline: non-empty, text only, no blank or repeated labels."""
+    if not labels:
+        raise ValueError("anchor labels: the list is empty")
+    bad = [label for label in labels if not isinstance(label, str) or not label.strip()]
+    if bad:
+        raise ValueError(f"anchor labels: every label must be non-empty text, got {bad[:5]}")
+    labels = [label.strip() for label in labels]
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise ValueError(f"anchor labels: duplicate labels {sorted(duplicates)[:5]}")
+    return labels
 
 
 class AnchorBank(nn.Module):
@@ -103,6 +120,14 @@ class AnchorBank(nn.Module):
     def invalidate(self) -> None:
         """Drops the cached encodings; the `epoch` policy calls this at each epoch start."""
         self._cache = None
+
+    def cached_encodings(self) -> torch.Tensor | None:
+        """The cached anchor encodings (without e_k), saved with a resume point so a resumed
+        run scores with exactly the anchors the interrupted one had."""
+        return None if self._cache is None else self._cache.detach().cpu()
+
+    def restore_encodings(self, cache: torch.Tensor | None) -> None:
+        self._cache = None if cache is None else cache.to(self.offset.device)
 
     def forward(self, encode_text: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Anchor matrix P [K, D]."""

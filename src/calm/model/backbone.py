@@ -11,7 +11,12 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from calm.config.schema import BackboneConfig
-from calm.model.checkpoints import load_clip, register_calm_configs, resolve_quick_gelu
+from calm.model.checkpoints import (
+    hf_architecture,
+    load_clip,
+    register_calm_configs,
+    resolve_quick_gelu,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class CLIPBackbone(nn.Module):
         self.clip = clip
         self.tokenizer = tokenizer
         self.quick_gelu = False  # recorded in calm checkpoints so the architecture rebuilds exactly
+        self.architecture: dict | None = None  # an explicit open_clip config (Hugging Face CLIP)
         self.embed_dim = int(clip.text_projection.shape[1]) if isinstance(clip, CLIP) else None
         if self.embed_dim is None:
             self.embed_dim = int(getattr(clip.visual, "output_dim", 0)) or int(
@@ -118,14 +124,18 @@ def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
 
 def build_backbone(cfg: BackboneConfig) -> CLIPBackbone:
     register_calm_configs()
-    quick_gelu = resolve_quick_gelu(cfg.checkpoint, cfg.checkpoint_format, cfg.quick_gelu)
-    clip = load_clip(cfg.name, cfg.checkpoint, cfg.checkpoint_format, quick_gelu)
-    tokenizer_name = cfg.name if cfg.name in open_clip.list_models() else "ViT-B-32"
-    tokenizer = open_clip.get_tokenizer(tokenizer_name)
+    architecture = cfg.architecture or hf_architecture(cfg.checkpoint, cfg.checkpoint_format)
+    quick_gelu = resolve_quick_gelu(cfg.checkpoint, cfg.checkpoint_format, cfg.quick_gelu,
+                                    architecture)
+    clip = load_clip(cfg.name, cfg.checkpoint, cfg.checkpoint_format, quick_gelu, architecture)
+    # An explicit architecture (a Hugging Face CLIP) uses CLIP's BPE: ViT-B-32's tokenizer.
+    known = architecture is None and cfg.name in open_clip.list_models()
+    tokenizer = open_clip.get_tokenizer(cfg.name if known else "ViT-B-32")
     if hasattr(tokenizer, "context_length"):
         tokenizer.context_length = int(clip.context_length)
     backbone = CLIPBackbone(clip, tokenizer, freeze=cfg.freeze)
     backbone.quick_gelu = quick_gelu
+    backbone.architecture = architecture  # stored in calm checkpoints: rebuilds without the folder
     if cfg.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
     return backbone

@@ -17,19 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from calm.config.errors import ConfigError
 from calm.config.schema import CaptionConfig, ModelConfig
-from calm.model.alignment import AlignmentObjective
-from calm.model.anchors import AnchorBank
-from calm.model.backbone import CLIPBackbone, trim_padding
-from calm.model.calm import CALM, AnchorOutput, build_shared_parts, check_alignment_parts
+from calm.model.backbone import trim_padding
+from calm.model.core import AnchorOutput, CoreParts, VideoTextCore
 from calm.model.decoding import Hypothesis, search
-from calm.model.vae import CrossModalVAE
-
-IGNORE_INDEX = -100  # target id of the padding positions after the end token
+from calm.model.losses import IGNORE_INDEX
 
 
 @dataclass
@@ -104,25 +99,12 @@ class CaptionDecoder(nn.Module):
         return self.ln_final(x) @ self.token_embedding.weight.t()
 
 
-class CALMCaptioner(nn.Module):
-    def __init__(
-        self,
-        backbone: CLIPBackbone,
-        decoder: CaptionDecoder,
-        alignment: AlignmentObjective,
-        cfg: CaptionConfig,
-        anchors: AnchorBank | None = None,
-        vae: CrossModalVAE | None = None,
-    ):
-        super().__init__()
-        self.backbone = backbone
+class CALMCaptioner(VideoTextCore):
+    def __init__(self, parts: CoreParts, decoder: CaptionDecoder, cfg: CaptionConfig):
+        super().__init__(parts)
         self.decoder = decoder
-        self.alignment = alignment
-        self.anchors = anchors
-        self.vae = vae
         self.cfg = cfg
-        check_alignment_parts(alignment, anchors, vae)
-        tok = backbone.tokenizer
+        tok = self.backbone.tokenizer
         missing = [a for a in ("sot_token_id", "eot_token_id", "decode") if not hasattr(tok, a)]
         if missing:
             raise ValueError(f"captioning needs open_clip's BPE tokenizer; {type(tok).__name__} "
@@ -133,23 +115,14 @@ class CALMCaptioner(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> CALMCaptioner:
         """Builds the video side as CALM does; a bad name or label file is a ConfigError."""
-        backbone, alignment, anchors, vae = build_shared_parts(cfg)
-        dim = backbone.embed_dim
-        tok = backbone.tokenizer
+        parts = cls.build_parts(cfg)
+        tok = parts.backbone.tokenizer
         vocab = getattr(tok, "vocab_size", None) or len(getattr(tok, "encoder", ()))
         if not vocab:
             raise ConfigError(f"model.backbone.name: {cfg.backbone.name!r} has no BPE tokenizer "
                               "vocabulary to caption with")
-        decoder = CaptionDecoder(int(vocab), dim, cfg.caption)
-        return cls(backbone, decoder, alignment, cfg.caption, anchors, vae)
-
-    # ---- the CALM pieces, shared with the retrieval model so both stay identical ---------------
-    encode_text = CALM.encode_text
-    encode_frames = CALM.encode_frames
-    anchor_matrix = CALM.anchor_matrix
-    video_anchor_logits = CALM.video_anchor_logits
-    text_anchor_logits = CALM.text_anchor_logits
-    anchor_branch = CALM.anchor_branch
+        decoder = CaptionDecoder(int(vocab), parts.backbone.embed_dim, cfg.caption)
+        return cls(parts, decoder, cfg.caption)
 
     @property
     def vocab_size(self) -> int:
@@ -241,23 +214,6 @@ class CALMCaptioner(nn.Module):
     def caption(self, frames: torch.Tensor, mask: torch.Tensor | None = None, **kwargs) -> list[str]:
         """The best hypothesis's text per video."""
         return [video[0].text if video else "" for video in self.generate(frames, mask, **kwargs)]
-
-
-class CaptionLoss(nn.Module):
-    """L = token cross-entropy (padding ignored) + L_align from the configured objective."""
-
-    def forward(self, model: CALMCaptioner, out: CaptionOutput) -> dict[str, torch.Tensor]:
-        task = F.cross_entropy(
-            out.logits.flatten(0, 1).float(), out.targets.flatten(), ignore_index=IGNORE_INDEX
-        )
-        terms = {"task": task}
-        loss = task
-        if out.anchors is not None:
-            align = model.alignment(out.anchors.video_logits, out.anchors.text_logits, out.anchors.vae)
-            terms.update(align)
-            loss = loss + align["align"]
-        terms["loss"] = loss
-        return terms
 
 
 _SPACE_BEFORE = re.compile(r"\s+([.,!?;:%)\]}]|'(?:s|t|re|ve|m|ll|d)\b|n't\b)")

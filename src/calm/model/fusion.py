@@ -137,14 +137,26 @@ class TextConditionedPooling(FusionHead):
             "mask": mask,
         }
 
-    def pool_state(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled video embeddings [N_v, N_t, D] for every (video, text) pair of the inputs."""
+    def _attention(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Attention of each text over each video's frames, [N_v, N_t, H, T]; padding gets 0."""
         q = self._split(self.q_proj(self.norm_in(text)))  # [Nt, H, dh]
-        keys, values, mask = state["keys"], state["values"], state["mask"]
+        keys, mask = state["keys"], state["mask"]
         logits = torch.einsum("thd,vfhd->vthf", q, keys) / math.sqrt(q.shape[-1])
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-        attn = logits.softmax(dim=-1)
-        pooled = torch.einsum("vthf,vfho->vto", attn, values) + self.out_proj.bias
+        return logits.softmax(dim=-1)
+
+    def frame_weights(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How much each frame counts in each (text, video) score, [N_t, N_v, T], rows sum to 1.
+
+        The mean over heads of the attention `score` pools with: search reports the frames a
+        query attends to as the matching moment of the clip.
+        """
+        return self._attention(text, state).mean(dim=2).permute(1, 0, 2)
+
+    def pool_state(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled video embeddings [N_v, N_t, D] for every (video, text) pair of the inputs."""
+        attn = self._attention(text, state)
+        pooled = torch.einsum("vthf,vfho->vto", attn, state["values"]) + self.out_proj.bias
         x = self.norm_mid(pooled)
         return self.norm_out(x + self.dropout(self.linear(x)))
 

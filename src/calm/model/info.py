@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from calm.model.calm import CALM
-
 
 def count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def parameter_counts(model: CALM) -> dict[str, int]:
-    """Components plus `calm_extra`: what anchors and the VAE add over the same baseline."""
-    counts = {
-        "backbone": count(model.backbone),
-        "fusion": count(model.fusion),
-        "anchors": count(model.anchors),
-        "vae": count(model.vae),
-    }
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Components of a retrieval model or a captioner, plus `calm_extra`: what anchors and the
+    VAE add over the same baseline. A component the model does not have counts 0."""
+    counts = {name: count(getattr(model, name, None))
+              for name in ("backbone", "fusion", "decoder", "anchors", "vae")}
     counts["calm_extra"] = counts["anchors"] + counts["vae"]
     counts["total"] = count(model)
     counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from calm.config.schema import ScoreConfig
-from calm.model.calm import CALM
+from calm.model.retrieval import CALM
 
 
 def _vae_per_video(model: CALM, frames, mask, chunk: int, field: str) -> torch.Tensor:

@@ -28,6 +28,8 @@ LOADER_MODULES = (
     "calm.data.benchmarks.msvd",
     "calm.data.benchmarks.didemo",
     "calm.data.benchmarks.lsmdc",
+    "calm.data.benchmarks.own_jsonl",
+    "calm.data.benchmarks.own_csv",
 )
 
 # Containers the benchmarks ship in (DiDeMo alone uses most of them); order is preference.
@@ -60,6 +62,14 @@ def get_loader(
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {DATASETS.names()}")
     return DATASETS.build(name, annotations, videos, options)
+
+
+def default_text_length(name: str) -> int:
+    """The text length (tokens) a benchmark's captions need; DiDeMo's paragraphs need 64."""
+    import_loaders()
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {DATASETS.names()}")
+    return DATASETS.get(name).default_text_length
 
 
 def load_split(

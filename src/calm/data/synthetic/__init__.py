@@ -21,16 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from calm.data.synthetic.anchors import ANCHOR_LABELS, anchor_labels, write_anchors
-from calm.data.synthetic.captions import clip_captions, didemo_paragraph, pretrain_caption
+from calm.data.synthetic.captions import clip_captions, didemo_paragraph
 from calm.data.synthetic.config import (
     DOMAINS,
-    PRETRAIN_MOTION_PROB,
-    PRETRAIN_NEUTRAL_PROB,
     SCALES,
     Difficulty,
     DomainStyle,
     Scale,
 )
+from calm.data.synthetic.pretrain_pairs import DOMAIN_ORDER, HELD_OUT, pretrain_pair
 from calm.data.synthetic.render import clip_times, render_frames
 from calm.data.synthetic.world import MOTIONS, ClipSpec, oracle_recall_at_1, pick, sample_clip
 from calm.data.synthetic.writer import (
@@ -55,10 +54,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 GENERATOR = "calm.data.synthetic"
-DOMAIN_ORDER = ("msrvtt", "didemo", "lsmdc")
 SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
 STREAM_WORLD, STREAM_TEXT, STREAM_PIXELS, STREAM_NAME = 0, 1, 2, 3
-PRETRAIN_DOMAIN_INDEX = 9
 OWNED = DOMAIN_ORDER + ("pretrain", "anchors.txt", "manifest.json")
 MOVIE_TITLES = (
     "Shapes_In_The_Dark",
@@ -187,43 +184,18 @@ def _item_metadata(it: dict) -> dict:
 
 
 def _pretrain(out: Path, scale: Scale, difficulty: Difficulty, seed: int) -> dict:
-    """Single frames with captions from every domain's wording and the neutral, anchor-like one."""
+    """Single frames with captions from every domain's wording and the neutral, anchor-like one.
+
+    This is the held-out stream of `pretrain_pairs`: the toy CLIP trains on the other stream and
+    is measured on this one.
+    """
     n, size = scale.pretrain, scale.size
     images = np.empty((n, size, size, 3), np.uint8)
     captions, meta = [], []
     for i in range(n):
-        rng = _rng(seed, PRETRAIN_DOMAIN_INDEX, 0, i, STREAM_WORLD)
-        domain = pick(rng, DOMAIN_ORDER)
-        style = DOMAINS[domain]
-        clip = sample_clip(rng, style, difficulty)
-        t = float(rng.uniform(0, 1))
-        n_frames = scale.frames[domain][0]
-        images[i] = render_frames(
-            clip,
-            style,
-            difficulty,
-            size,
-            [t],
-            _rng(seed, PRETRAIN_DOMAIN_INDEX, 0, i, STREAM_PIXELS),
-            trail_dt=0.6 / (n_frames - 1),
-        )[0]
-        text, mention = pretrain_caption(
-            _rng(seed, PRETRAIN_DOMAIN_INDEX, 0, i, STREAM_TEXT),
-            clip,
-            difficulty,
-            DOMAINS["msrvtt"],
-            PRETRAIN_MOTION_PROB,
-            PRETRAIN_NEUTRAL_PROB,
-        )
+        images[i], text, pair_meta = pretrain_pair(seed, i, scale, difficulty, HELD_OUT)
         captions.append(text)
-        meta.append(
-            {
-                "style": domain,
-                "time": round(t, 4),
-                "attributes": clip.attributes(),
-                "mention": mention,
-            }
-        )
+        meta.append(pair_meta)
     folder = out / "pretrain"
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "images.npy", images)

@@ -5,23 +5,30 @@ from __future__ import annotations
 import dataclasses
 
 from calm.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from calm.data.benchmarks.common import default_text_length
+from calm.data.synthetic.ambiguity import synthetic_metadata_path
 from calm.engine.checkpoint import load_model
-from calm.engine.evaluation.retrieval import evaluate, save_similarity
+from calm.engine.evaluation.uncertainty import evaluate_split_with_uncertainty, require_vae
 from calm.engine.inputs import data_setup
 from calm.engine.runtime import pick_device
-from calm.engine.tasks import evaluate_captioning, text_length
+from calm.engine.tasks import task_for
 
 
 def target_config(
-    cfg: ExperimentConfig, dataset: str, annotations, videos, overrides=()
+    cfg: ExperimentConfig, dataset: str, annotations, videos, overrides=(), options=None
 ) -> ExperimentConfig:
-    """The checkpoint's config pointed at another benchmark; dataset options do not carry over."""
+    """The checkpoint's config pointed at another benchmark; dataset options do not carry over.
+
+    On another benchmark, texts get at least that benchmark's own length (DiDeMo's paragraphs
+    need 64 tokens); on the training benchmark the trained length stays, so the numbers equal
+    the ones `calm train` reported.
+    """
     data = to_dict(cfg)
-    data["data"].update(
-        dataset=dataset, annotations=str(annotations), videos=str(videos), options={}
-    )
-    if dataset == "didemo" and data["data"]["text_length"] < 64 and data["task"] == "retrieval":
-        data["data"]["text_length"] = 64
+    length = data["data"]["text_length"]
+    if dataset != cfg.data.dataset:
+        length = max(length, default_text_length(dataset))
+    data["data"].update(dataset=dataset, annotations=str(annotations), videos=str(videos),
+                        options=dict(options or {}), text_length=length)
     return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
 
 
@@ -36,26 +43,35 @@ def evaluate_checkpoint(
     save_sim=None,
     progress: bool = False,
     loaded=None,
+    uncertainty: bool = False,
+    uncertainty_figure=None,
+    options=None,
 ) -> dict:
+    """`uncertainty`: also measure the VAE's sigma (an `"uncertainty"` block; the figure goes to
+    `uncertainty_figure` when given); a model without a VAE is refused before any encoding.
+    `loaded`: a `(model, config, meta)` already built (e.g. zero_shot.model_from_config);
+    `options`: the target dataset's loader options (a checkpoint's own never carry over)."""
     model, cfg, meta = loaded or load_model(checkpoint)
-    cfg = target_config(cfg, dataset, annotations, videos, overrides)
+    cfg = target_config(cfg, dataset, annotations, videos, overrides, options)
+    task = task_for(cfg)
+    if uncertainty:
+        require_vae(model)
+        if task.name != "retrieval":
+            raise ValueError(f"--uncertainty applies to retrieval checkpoints; this one is {task.name}")
     device = pick_device(cfg.train.device)
     model = model.to(device)
     score = cfg.model.score
     if score_mode is not None:
         score = dataclasses.replace(score, mode=score_mode)
     data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
-                      text_length(cfg))
-    ann = data.split(split)
-    if cfg.task == "captioning":
-        if save_sim:
-            raise ValueError("--save-sim applies to retrieval checkpoints; this one is captioning")
-        result = evaluate_captioning(model, ann, data, cfg.train.eval_batch_size, device,
-                                     cfg.train.precision, progress)
+                      task.text_length(cfg))
+    if uncertainty:
+        result = evaluate_split_with_uncertainty(
+            model, data.split(split), data, cfg, score, device, progress, save_sim,
+            uncertainty_figure, synthetic_metadata_path(annotations),
+        )
     else:
-        result, sim, emb = evaluate(model, ann, data, score, cfg.train.eval_batch_size, device,
-                                    cfg.train.precision, progress)
-        if save_sim:
-            save_similarity(save_sim, sim, emb)
+        result = task.evaluate(model, data.split(split), data, cfg, device, progress,
+                               save_sim=save_sim, score=score)
     result.update(task=cfg.task, dataset=dataset, split=split, checkpoint=str(checkpoint))
     return result

@@ -1,4 +1,5 @@
-"""Evaluation: encode a split once, cache the embeddings, score and measure with pure functions."""
+"""Retrieval evaluation: encode a split once, cache the embeddings, score and measure with pure
+functions."""
 
 from __future__ import annotations
 
@@ -8,17 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from tqdm import tqdm
 
 from calm.config.schema import ScoreConfig
 from calm.data.annotations import SplitAnnotations
-from calm.data.samples import SkipLog
-from calm.engine.distributed import gather_objects
+from calm.data.video import normalize_frames
+from calm.engine.evaluation.sharded import map_shards
 from calm.engine.inputs import DataSetup
 from calm.engine.runtime import autocast
 from calm.metrics import retrieval_metrics
-from calm.model.calm import CALM
+from calm.model.retrieval import CALM
 from calm.model.scoring import similarity_matrix
 
 
@@ -40,35 +39,27 @@ def encode_split(
     model: CALM, ann: SplitAnnotations, data: DataSetup, batch_size: int,
     device: torch.device, precision: str = "fp32", progress: bool = False,
 ) -> SplitEmbeddings:
-    """Encodes every video and text once. Under torch.distributed each rank encodes a strided
-    shard and the shards are reassembled by sample index, so every rank returns the same result."""
+    """Encodes every video and text once (sharded across processes, see `map_shards`); every rank
+    returns the same result."""
     model.eval()
-    shard = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    skips = SkipLog()
-    video_feats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    bar = tqdm(data.video_loader(ann, batch_size, shard), desc="encode videos",
-               disable=not progress, leave=False)
-    for batch in bar:
-        skips.update(batch["skipped"])
-        if batch["size"] == 0:
-            continue
+
+    def frames_of(batch) -> dict:
         with autocast(device, precision):
-            feats = model.encode_frames(batch["frames"].to(device), batch["frame_mask"].to(device))
-        for i, v in enumerate(batch["video_index"].tolist()):
-            video_feats[v] = (feats[i].float().cpu(), batch["frame_mask"][i])
-    text_feats: dict[int, torch.Tensor] = {}
-    for batch in tqdm(data.text_loader(ann, 4 * batch_size, shard), desc="encode texts",
-                      disable=not progress, leave=False):
+            mask = batch["frame_mask"].to(device)
+            frames = normalize_frames(batch["frames"].to(device), data.spec.mean, data.spec.std, mask)
+            feats = model.encode_frames(frames, mask)
+        return {v: (feats[i].float().cpu(), batch["frame_mask"][i])
+                for i, v in enumerate(batch["video_index"].tolist())}
+
+    def text_of(batch) -> dict:
         with autocast(device, precision):
             feats = model.encode_text(batch["tokens"].to(device)).float().cpu()
-        for i, t in enumerate(batch["text_index"].tolist()):
-            text_feats[t] = feats[i]
-    if shard[1] > 1:
-        for part_videos, part_texts, part_skips in gather_objects((video_feats, text_feats, skips)):
-            video_feats.update(part_videos)
-            text_feats.update(part_texts)
-            if part_skips is not skips:
-                skips.update(list(part_skips.records.values()))
+        return dict(zip(batch["text_index"].tolist(), feats))
+
+    video_feats, skips = map_shards(lambda shard: data.video_loader(ann, batch_size, shard),
+                                    frames_of, "encode videos", progress)
+    text_feats, _ = map_shards(lambda shard: data.text_loader(ann, 4 * batch_size, shard),
+                               text_of, "encode texts", progress)
     kept_videos = sorted(video_feats)
     if not kept_videos:
         raise RuntimeError(f"{ann.dataset}/{ann.split}: no video could be decoded")

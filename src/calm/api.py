@@ -1,0 +1,272 @@
+"""The Python API: load a trained checkpoint, encode texts and video files, score, explain.
+
+    import calm
+    model = calm.load("runs/msrvtt-calm/checkpoints/best.safetensors")
+    videos = model.encode_videos(["a.mp4", "b.mp4"], workers=2, progress=True)
+    scores = model.score(["a dog catches a frisbee"], videos)   # [1, 2] cosine similarities
+    model.anchors_of(videos, k=3)   # [[("playing with a dog", 0.41), ...], ...]
+    model.uncertainty(videos)       # VAE sigma per video (CALM checkpoints with a VAE)
+
+Videos are encoded once into `EncodedVideos`: per-frame features, the fusion head's text-free
+video state (what scoring a text needs), the frame mean, and the time of every sampled frame.
+Scoring a text then costs no decoding, which is what `calm index` / `calm search` build on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from calm.data.files import VideoFiles, collate_files
+from calm.data.video import FrameSpec
+from calm.model.fusion import masked_mean
+
+
+class CapabilityError(ValueError):
+    """The checkpoint lacks the part a call needs (anchors, a VAE, a fusion head)."""
+
+
+@dataclass
+class EncodedVideos:
+    """Video files encoded by one model, row i = paths[i]; `failed` lists what could not be read."""
+
+    paths: list[str]
+    frames: torch.Tensor  # [N, T, D] per-frame features
+    mask: torch.Tensor  # [N, T] bool, False marks padding of clips shorter than T frames
+    state: dict[str, torch.Tensor]  # the fusion head's text-free video state, [N, ...] each
+    mean: torch.Tensor  # [N, D] L2-normalised frame mean: the anchor branch's input, a shortlist key
+    times: torch.Tensor  # [N, T] seconds of each sampled frame (nan for padding)
+    durations: torch.Tensor  # [N] seconds
+    thumbnails: list[bytes | None] = field(default_factory=list)  # JPEGs when asked for
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @staticmethod
+    def concat(parts: Sequence[EncodedVideos]) -> EncodedVideos:
+        failed = [f for p in parts for f in p.failed]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no video could be decoded: " + "; ".join(f"{p}: {r}" for p, r in failed))
+        return EncodedVideos(
+            paths=[x for p in parts for x in p.paths],
+            frames=torch.cat([p.frames for p in parts]),
+            mask=torch.cat([p.mask for p in parts]),
+            state={k: torch.cat([p.state[k] for p in parts]) for k in parts[0].state},
+            mean=torch.cat([p.mean for p in parts]),
+            times=torch.cat([p.times for p in parts]),
+            durations=torch.cat([p.durations for p in parts]),
+            thumbnails=[x for p in parts for x in p.thumbnails],
+            failed=failed,
+        )
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CalmModel:
+    """A loaded retrieval checkpoint in evaluation mode, with batch-friendly encode/score calls.
+
+    All calls run under `torch.no_grad()`; outputs are float32 on the CPU.
+    """
+
+    def __init__(self, model, cfg, meta: dict, checkpoint: Path, device: torch.device):
+        if getattr(model, "fusion", None) is None:
+            raise CapabilityError(
+                f"{checkpoint}: a {cfg.task} checkpoint has no retrieval fusion head; "
+                "encoding and search need a retrieval checkpoint"
+            )
+        self.model = model.eval()
+        self.cfg = cfg
+        self.meta = meta
+        self.checkpoint = Path(checkpoint)
+        self.device = device
+        self._fingerprint: str | None = None
+        pre = model.backbone.preprocess
+        self.frame_spec = FrameSpec(
+            num_frames=cfg.data.num_frames, image_size=pre.image_size, mean=pre.mean, std=pre.std
+        )
+        self.text_length = min(cfg.data.text_length, pre.context_length)
+
+    # ---- identity -------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint file: an index records it and refuses any other model."""
+        if self._fingerprint is None:
+            self._fingerprint = file_sha256(self.checkpoint)
+        return self._fingerprint
+
+    @property
+    def fusion_name(self) -> str:
+        return self.cfg.model.fusion.name
+
+    @property
+    def anchor_labels(self) -> list[str] | None:
+        anchors = self.model.anchors
+        return None if anchors is None else list(anchors.labels)
+
+    @property
+    def has_vae(self) -> bool:
+        return self.model.vae is not None
+
+    # ---- encoders -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Sentence features [N, D] (not normalised; every score normalises)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings; wrap a single text in a list")
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.model.backbone.embed_dim)
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.model.backbone.tokenize(texts[i : i + batch_size], self.text_length)
+            out.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    def iter_encode_videos(
+        self, paths: Sequence, workers: int = 0, progress: bool = False, batch_size: int = 8,
+        thumbnail_size: int | None = None,
+    ) -> Iterator[EncodedVideos]:
+        """`encode_videos` batch by batch, so a caller can store a large collection as it goes.
+
+        `workers` processes decode files in parallel (0: decode in this process). A file that
+        cannot be decoded is reported in the batch's `failed` list and never stops the run.
+        """
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        dataset = VideoFiles(paths, self.frame_spec, thumbnail_size)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_files,
+            persistent_workers=False,
+        )
+        bar = tqdm(total=len(dataset), desc="encode videos", unit="video", disable=not progress)
+        with bar:
+            for batch in loader:
+                bar.update(len(batch["paths"]) + len(batch["failed"]))
+                yield self._encode_batch(batch)
+
+    @torch.no_grad()
+    def _encode_batch(self, batch: dict) -> EncodedVideos:
+        if not batch["paths"]:
+            dim = self.model.backbone.embed_dim
+            t = self.frame_spec.num_frames
+            empty = torch.empty(0, t, dim)
+            return EncodedVideos(
+                [], empty, torch.empty(0, t, dtype=torch.bool), {}, torch.empty(0, dim),
+                torch.empty(0, t), torch.empty(0), [], batch["failed"],
+            )
+        mask = batch["mask"].to(self.device)
+        frames = self.model.encode_frames(batch["frames"].to(self.device), mask)
+        state = self.model.fusion.video_state(frames, mask)
+        mean = F.normalize(masked_mean(frames, mask), dim=-1)
+        return EncodedVideos(
+            paths=batch["paths"],
+            frames=frames.float().cpu(),
+            mask=batch["mask"],
+            state={k: v.cpu() if v.dtype == torch.bool else v.float().cpu() for k, v in state.items()},
+            mean=mean.float().cpu(),
+            times=batch["times"],
+            durations=batch["durations"],
+            thumbnails=batch["thumbnails"],
+            failed=batch["failed"],
+        )
+
+    def encode_videos(
+        self, paths: Sequence, workers: int = 0, progress: bool = False, batch_size: int = 8,
+        thumbnail_size: int | None = None,
+    ) -> EncodedVideos:
+        """Decodes and encodes video files; failed files are listed in the result's `failed`.
+
+        Raises ValueError when not a single file could be decoded (the message lists why).
+        """
+        if isinstance(paths, str | Path):
+            raise TypeError("encode_videos takes a list of paths; wrap a single path in a list")
+        parts = list(self.iter_encode_videos(paths, workers, progress, batch_size, thumbnail_size))
+        return EncodedVideos.concat(parts)
+
+    # ---- scores and explanations ----------------------------------------------------------------
+    def _videos(self, videos) -> EncodedVideos:
+        return videos if isinstance(videos, EncodedVideos) else self.encode_videos(list(videos))
+
+    def _texts(self, texts) -> torch.Tensor:
+        return texts if isinstance(texts, torch.Tensor) else self.encode_texts(list(texts))
+
+    @torch.no_grad()
+    def score(self, texts, videos, chunk: int = 256) -> torch.Tensor:
+        """Scores [N_texts, N_videos]: the fusion head's cosine similarity, as `calm eval` ranks.
+
+        `texts`: strings or `encode_texts` output; `videos`: paths or `encode_videos` output.
+        With score mode `anchor_agreement` in the checkpoint's config, the VAE term is added as in
+        evaluation. Each score depends only on its own text and video.
+        """
+        from calm.model.scoring import similarity_matrix
+
+        text = self._texts(texts).to(self.device)
+        enc = self._videos(videos)
+        return similarity_matrix(
+            self.model, text, enc.frames.to(self.device), enc.mask.to(self.device),
+            self.cfg.model.score,
+        )
+
+    @torch.no_grad()
+    def anchor_probs(self, videos) -> torch.Tensor:
+        """V_p [N_videos, K]: how each video spreads over the class anchors (frame mean branch)."""
+        if self.model.anchors is None:
+            raise CapabilityError(
+                f"{self.checkpoint}: this model has no class anchors (alignment "
+                f"'{self.cfg.model.alignment.name}'); anchors need a CALM checkpoint trained "
+                "with an anchor alignment (kl, ce, mse or vae)"
+            )
+        enc = self._videos(videos)
+        logits = self.model.video_anchor_logits(enc.frames.to(self.device), enc.mask.to(self.device))
+        return logits.softmax(dim=-1).float().cpu()
+
+    def anchors_of(self, videos, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The k most probable anchors of each video with their probabilities under V_p."""
+        probs = self.anchor_probs(videos)
+        labels = self.anchor_labels
+        top = probs.topk(min(k, probs.shape[1]), dim=1)
+        return [
+            [(labels[j], float(p)) for p, j in zip(ps.tolist(), js.tolist())]
+            for ps, js in zip(top.values, top.indices)
+        ]
+
+    @torch.no_grad()
+    def uncertainty(self, videos) -> torch.Tensor:
+        """The VAE's mean sigma per video [N]: higher means more different captions could fit."""
+        if self.model.vae is None:
+            raise CapabilityError(
+                f"{self.checkpoint}: this model has no VAE (alignment "
+                f"'{self.cfg.model.alignment.name}'); uncertainty needs a CALM checkpoint trained "
+                "with the 'vae' alignment"
+            )
+        from calm.model.scoring import video_uncertainty
+
+        enc = self._videos(videos)
+        return video_uncertainty(
+            self.model, enc.frames.to(self.device), enc.mask.to(self.device)
+        ).float().cpu()
+
+
+def load(checkpoint, device: str | torch.device = "cpu") -> CalmModel:
+    """Loads a calm retrieval checkpoint (`.safetensors` written by `calm train`) for inference."""
+    from calm.engine.checkpoint import load_model
+
+    path = Path(checkpoint)
+    device = torch.device(device)
+    model, cfg, meta = load_model(path, device)
+    return CalmModel(model, cfg, meta, path, device)

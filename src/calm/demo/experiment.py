@@ -1,0 +1,193 @@
+"""`calm experiment`: a grid of fine-tuning runs on the synthetic benchmark, resumable, with
+statistics.
+
+For every run (a cell of the grid with one seed) in order: train on the demo's training domain
+with the demo's recipe, then evaluate the best checkpoint on the test split of every domain and
+keep each test query's rank of its true video, which the paired bootstrap needs. A run is finished
+when its `result.json` exists and is never run again; a run that was stopped continues from its
+resume point (`train(..., resume=True)`, as `calm train --resume` does); a run whose training
+finished but whose evaluation did not is only evaluated. After each run `results.json` and
+`results.md` are rewritten from all finished runs.
+
+Layout under OUT:
+    grid.yaml                         the grid as read (defaults filled in)
+    data/                             the synthetic benchmark, unless --data points elsewhere
+    cells/<cell>/seed<k>/recipe.json  what the grid decided for this run (checked on reuse)
+    cells/<cell>/seed<k>/train/       the `calm train` run directory
+    cells/<cell>/seed<k>/sim/         per domain: similarity matrix (.npy) and query ids (.json)
+    cells/<cell>/seed<k>/result.json  metrics and per-query ranks per domain: the run is finished
+    results.json, results.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from calm.config import ConfigError, ExperimentConfig
+from calm.demo.benchmark import prepare_benchmark, training_videos
+from calm.demo.experiment_results import write_results
+from calm.demo.grid import Cell, Grid, run_config, run_folder
+from calm.demo.pretrain import pretrained_clip
+from calm.engine.checkpoint import atomic_write, load_model
+from calm.engine.evaluation.checkpoint import evaluate_checkpoint
+from calm.engine.evaluation.ood import Target, synthetic_targets
+from calm.engine.runtime import pick_device
+from calm.engine.train import train
+from calm.metrics.retrieval import ranks_t2v
+
+
+@dataclass
+class Setting:
+    """What every run shares: the benchmark, its training domain and the toy CLIP."""
+
+    data_root: Path
+    domain: dict
+    clip_path: Path
+    steps_per_epoch: int
+    targets: list[Target]
+
+
+def prepare(grid: Grid, data_root: Path, progress: bool) -> Setting:
+    """The demo's set-up: benchmark generated or reused, toy CLIP trained or read from the cache."""
+    base = grid.base
+    manifest, _ = prepare_benchmark(data_root, base.scale, base.data_seed)
+    clip_path, _ = pretrained_clip(data_root, base.pretrain, progress=progress)
+    domain = manifest["domains"][0]
+    steps_per_epoch = max(1, training_videos(data_root, domain) // base.batch_size)
+    return Setting(data_root, domain, clip_path, steps_per_epoch, synthetic_targets(data_root))
+
+
+def machine(device: str) -> dict:
+    """Where a run ran: results are bit-identical only on the same CPU, threads and torch."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "torch": torch.__version__,
+            "device": str(pick_device(device))}
+
+
+def _write_json(path: Path, data) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+
+
+def check_recipe(folder: Path, recipe: dict) -> None:
+    """A run folder made with another recipe is an error, not silently reused or resumed."""
+    path = folder / "recipe.json"
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    current = json.loads(json.dumps(recipe))  # tuples -> lists, as stored
+    if stored != current:
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        raise ConfigError(
+            f"{path}: this run was made with a different recipe (differs in {changed}); delete "
+            f"{folder} to run it again with the grid as it is now, or use another --out")
+
+
+def train_run(cfg: ExperimentConfig, train_dir: Path) -> dict:
+    """Trains, resumes a stopped run, or reuses a finished one; returns train's summary."""
+    done = train_dir / "train_result.json"
+    if done.is_file():
+        return {**json.loads(done.read_text()), "reused": True}
+    resume = (train_dir / "checkpoints" / "last.json").is_file()
+    if not resume and train_dir.exists():
+        shutil.rmtree(train_dir)  # stopped before its first resume point: start afresh
+    started = time.perf_counter()
+    result = train(cfg, train_dir, resume=resume, progress=False)
+    info = {"steps": result["steps"], "best_val_r1_sum": result["best_val_r1_sum"],
+            "skipped_videos": result["skipped_videos"], "skipped_steps": result["skipped_steps"],
+            "resumed": resume, "seconds": time.perf_counter() - started}
+    _write_json(done, info)
+    for resume_point in (train_dir / "checkpoints").glob("last*"):
+        resume_point.unlink()  # two thirds of a finished run's disk, never read again
+    return {**info, "reused": False}
+
+
+def evaluate_run(checkpoint: Path, setting: Setting, sim_dir: Path) -> dict:
+    """Metrics and every test query's rank of its true video (the tie rule of the metrics:
+    strictly better candidates count), per domain."""
+    loaded = load_model(checkpoint)
+    domains = {}
+    for target in setting.targets:
+        prefix = sim_dir / target.name
+        result = evaluate_checkpoint(checkpoint, target.dataset, target.annotations,
+                                     target.videos, target.split, save_sim=prefix, loaded=loaded)
+        ids = json.loads(prefix.with_suffix(".json").read_text())
+        ranks = ranks_t2v(np.load(prefix.with_suffix(".npy")), np.asarray(ids["text_to_video"]))
+        domains[target.name] = {
+            "in_domain": target.name == setting.domain["name"],
+            "n_texts": result["n_texts"], "n_videos": result["n_videos"],
+            "t2v": result["t2v"], "v2t": result["v2t"],
+            "text_ids": ids["text_ids"], "t2v_ranks": ranks.tolist(),
+        }
+    return domains
+
+
+def run_one(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting) -> dict:
+    folder = run_folder(out, cell, seed)
+    recipe = grid.recipe(cell, seed)
+    check_recipe(folder, recipe)
+    _write_json(folder / "recipe.json", recipe)
+    cfg = run_config(grid, cell, seed, setting.data_root, setting.domain, setting.clip_path,
+                     setting.steps_per_epoch)
+    trained = train_run(cfg, folder / "train")
+    started = time.perf_counter()
+    domains = evaluate_run(folder / "train" / "checkpoints" / "best.safetensors", setting,
+                           folder / "sim")
+    eval_s = time.perf_counter() - started
+    train_s = 0.0 if trained["reused"] else trained["seconds"]
+    result = {
+        "cell": cell.name, "axes": dict(cell.values), "seed": seed, "recipe": recipe,
+        "trained_on": setting.domain["name"], "train": trained,
+        "seconds": {"train": train_s, "eval": eval_s, "total": train_s + eval_s},
+        "machine": machine(cfg.train.device), "domains": domains,
+    }
+    _write_json(folder / "result.json", result)
+    return result
+
+
+def is_finished(out: Path, grid: Grid, cell: Cell, seed: int) -> bool:
+    folder = run_folder(out, cell, seed)
+    check_recipe(folder, grid.recipe(cell, seed))
+    return (folder / "result.json").is_file()
+
+
+def run_experiment(grid: Grid, out: str | Path, data_root: str | Path | None = None,
+                   progress: bool = True, command: str | None = None) -> dict:
+    """Runs every unfinished run of the grid, one progress bar over runs; returns the summary
+    that `results.json` holds."""
+    out = Path(out)
+    runs = grid.runs()
+    pending = [(cell, seed) for cell, seed in runs if not is_finished(out, grid, cell, seed)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    data_root = Path(data_root) if data_root else out / "data"
+    setting = prepare(grid, data_root, progress) if pending else None
+    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="experiment", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    for cell, seed in pending:
+        bar.set_postfix_str(f"{cell.name} seed {seed}")
+        result = run_one(out, grid, cell, seed, setting)
+        write_results(out, grid, command)
+        bar.update(1)
+        if progress:
+            r1 = ", ".join(f"{d} {r['t2v']['R@1']:.1f}" for d, r in result["domains"].items())
+            bar.write(f"{cell.name} seed {seed}: t2v R@1 {r1} ({result['seconds']['total']:.0f} s)")
+    bar.close()
+    return write_results(out, grid, command)

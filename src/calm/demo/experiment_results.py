@@ -1,0 +1,185 @@
+"""`results.json` and `results.md` of `calm experiment`, from the runs' `result.json` files.
+
+Built from whatever runs have finished, so the files are useful while a long grid is still going:
+per cell and domain the mean ± std over finished seeds, and per method the t2v R@1 difference to
+`none` with a paired bootstrap interval over test queries (`calm.metrics.bootstrap`), over the
+seeds both have finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm.demo.grid import REFERENCE, Cell, Grid, run_folder
+from calm.engine.checkpoint import atomic_write
+from calm.metrics.bootstrap import mean_std, paired_bootstrap
+
+METRICS = (("t2v", "R@1"), ("t2v", "R@5"), ("t2v", "MnR"), ("v2t", "R@1"))
+COMPARED = "t2v R@1"
+
+
+def load_results(out: str | Path, grid: Grid) -> dict[tuple[str, int], dict]:
+    """(cell name, seed) -> that run's result, for the runs of the grid that have finished."""
+    found = {}
+    for cell, seed in grid.runs():
+        path = run_folder(out, cell, seed) / "result.json"
+        if path.is_file():
+            found[(cell.name, seed)] = json.loads(path.read_text())
+    return found
+
+
+def _hits_at_1(result: dict, domain: str) -> np.ndarray:
+    """100 where the query's true video is ranked first (so means are R@1 in percent)."""
+    return 100.0 * (np.asarray(result["domains"][domain]["t2v_ranks"]) <= 1)
+
+
+def _compare(grid: Grid, cell: Cell, ref: Cell, results: dict, domains: list[str]) -> dict | None:
+    seeds = [s for s in grid.seeds if (cell.name, s) in results and (ref.name, s) in results]
+    if not seeds:
+        return None
+    out = {"reference": ref.name, "metric": COMPARED, "seeds": seeds, "domains": {}}
+    for domain in domains:
+        runs = [results[(name, s)] for s in seeds for name in (cell.name, ref.name)]
+        ids = runs[0]["domains"][domain]["text_ids"]
+        for run in runs[1:]:
+            if run["domains"][domain]["text_ids"] != ids:
+                raise ValueError(
+                    f"{domain}: runs {cell.name} and {ref.name} (seeds {seeds}) were not evaluated "
+                    "on the same test queries; a paired comparison needs the same queries")
+        scores = np.stack([_hits_at_1(results[(cell.name, s)], domain) for s in seeds])
+        reference = np.stack([_hits_at_1(results[(ref.name, s)], domain) for s in seeds])
+        b = grid.bootstrap
+        out["domains"][domain] = paired_bootstrap(scores, reference, b.resamples, b.confidence,
+                                                  b.seed)
+    return out
+
+
+def summarize(grid: Grid, results: dict[tuple[str, int], dict], command: str | None = None) -> dict:
+    cells = grid.cells()
+    first = next(iter(results.values()), None)
+    domains = list(first["domains"]) if first else []
+    summary: dict[str, Any] = {
+        "command": command,
+        "grid": {"source": grid.source, **grid.to_dict()},
+        "trained_on": first["trained_on"] if first else None,
+        "domains": domains,
+        "metrics": [f"{d} {m}" for d, m in METRICS],
+        "planned_runs": len(grid.runs()),
+        "finished_runs": len(results),
+        "complete": len(results) == len(grid.runs()),
+        "cells": {},
+        "comparisons": {},
+        "runs": {},
+    }
+    for cell in cells:
+        seeds = [s for s in grid.seeds if (cell.name, s) in results]
+        if not seeds:
+            continue
+        row = {"axes": dict(cell.values), "seeds": seeds, "domains": {}}
+        for domain in domains:
+            per_seed = [results[(cell.name, s)]["domains"][domain] for s in seeds]
+            row["domains"][domain] = {
+                "in_domain": per_seed[0]["in_domain"],
+                "n_queries": per_seed[0]["n_texts"],
+                **{f"{d} {m}": mean_std([r[d][m] for r in per_seed]) for d, m in METRICS},
+            }
+        summary["cells"][cell.name] = row
+        ref = grid.reference(cell)
+        comparison = _compare(grid, cell, ref, results, domains) if ref else None
+        if comparison:
+            summary["comparisons"][cell.name] = comparison
+    for (name, seed), result in results.items():
+        summary["runs"][f"{name}/seed{seed}"] = {
+            "result": f"cells/{name}/seed{seed}/result.json",
+            "seconds": result["seconds"], "machine": result["machine"],
+        }
+    summary["run_seconds"] = sum(r["seconds"]["total"] for r in results.values())
+    machines = []
+    for result in results.values():
+        if result["machine"] not in machines:
+            machines.append(result["machine"])
+    summary["machines"] = machines
+    return summary
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def _signed(x: float) -> str:
+    text = f"{x:+.1f}"
+    return "0.0" if float(text) == 0 else text.replace("-", "−")
+
+
+def markdown(summary: dict) -> str:
+    grid = summary["grid"]
+    domains = summary["domains"]
+    lines = [f"# calm experiment: {Path(grid['source']).stem}", ""]
+    if summary["command"]:
+        lines += [f"`{summary['command']}`", ""]
+    state = ("all" if summary["complete"] else "") + f" {summary['finished_runs']} of " \
+        f"{summary['planned_runs']} runs finished"
+    lines += [
+        f"{state.strip().capitalize()}; seeds {', '.join(map(str, grid['seeds']))}; synthetic "
+        f"scale `{grid['base']['scale']}`; trained on `{summary['trained_on']}`, evaluated on the "
+        "test split of every domain (* = in-domain). Mean ± std over seeds (std with n − 1).",
+        "",
+    ]
+    for machine in summary["machines"]:
+        lines.append(f"Machine: {machine['cpu']} ({machine['cpus']} cores, {machine['threads']} "
+                     f"torch threads), {machine['platform']}, torch {machine['torch']}, "
+                     f"device {machine['device']}.")
+    if summary["machines"]:
+        lines += [f"Time: {_duration(summary['run_seconds'])} summed over the runs.", ""]
+    metric_names = summary["metrics"]
+    for domain in domains:
+        first = next(iter(summary["cells"].values()))["domains"][domain]
+        star = "*" if first["in_domain"] else ""
+        lines += [f"## {domain}{star} ({first['n_queries']} test queries)", "",
+                  "| cell | seeds | " + " | ".join(metric_names) + " |",
+                  "|---|---|" + "---|" * len(metric_names)]
+        for name, row in summary["cells"].items():
+            stats = row["domains"][domain]
+            cells = [f"{stats[m]['mean']:.1f} ± {stats[m]['std']:.1f}" for m in metric_names]
+            lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if summary["comparisons"]:
+        b = grid["bootstrap"]
+        first_cell = next(iter(summary["cells"].values()))
+        lines += [
+            f"## {COMPARED} against `{REFERENCE}` (percentage points)", "",
+            f"Difference with its {100 * b['confidence']:g}% paired bootstrap interval over test "
+            f"queries ({b['resamples']} resamples, one draw of queries shared by both methods "
+            "and all seeds), pooled over the seeds both have finished; **bold**: the interval "
+            "excludes 0.", "",
+            "| cell | against | seeds | " + " | ".join(
+                d + ("*" if first_cell["domains"][d]["in_domain"] else "")
+                for d in domains) + " |",
+            "|---|---|---|" + "---|" * len(domains),
+        ]
+        for name, comp in summary["comparisons"].items():
+            cells = []
+            for domain in domains:
+                c = comp["domains"][domain]
+                diff = f"**{_signed(c['diff'])}**" if c["excludes_zero"] else _signed(c["diff"])
+                cells.append(f"{diff} [{_signed(c['low'])}, {_signed(c['high'])}]")
+            lines.append(f"| {name} | {comp['reference']} | {len(comp['seeds'])} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(out: str | Path, grid: Grid, command: str | None = None) -> dict:
+    """Writes OUT/results.json and OUT/results.md from the finished runs; returns the summary."""
+    out = Path(out)
+    summary = summarize(grid, load_results(out, grid), command)
+    atomic_write(out / "results.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    text = markdown(summary) if summary["finished_runs"] else "# calm experiment\n\nNo run has finished yet.\n"
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text))
+    return summary

@@ -1,0 +1,162 @@
+"""Is the VAE's sigma informative? Uncertainty scores of a split, measured against retrieval ranks.
+
+From the cached split (`SplitEmbeddings`) and its similarity matrix this computes, per video,
+sigma-bar (the mean sigma of q(z | V_p)) and the entropy of V_p; per text, the entropy of S_p;
+per query, the margin between its two best candidates. The pure functions in
+`calm.metrics.uncertainty` then relate each score to the rank of the query's first true match:
+
+* video as query (v2t): ``sigma`` against the baselines ``vp_entropy``, ``margin`` and ``random``;
+* text as query (t2v, under ``"text_query"``): ``sigma`` of the true video, the text's own
+  ``sp_entropy``, and the same baselines (``vp_entropy`` of the true video, the text row's margin).
+
+On the synthetic benchmark, sigma-bar is also correlated with each clip's ambiguity as the
+generator recorded it (``"synthetic"``; see `calm.data.synthetic.ambiguity`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calm.config.errors import ConfigError
+from calm.data.synthetic.ambiguity import AMBIGUITY_MEASURES, clip_ambiguity
+from calm.engine.evaluation.retrieval import SplitEmbeddings, evaluate, save_similarity
+from calm.metrics.retrieval import TIE_RULES, ranks_t2v, ranks_v2t
+from calm.metrics.uncertainty import (
+    FRACTIONS,
+    N_BINS,
+    entropy,
+    spearman,
+    top2_margin,
+    uncertainty_report,
+)
+from calm.model.scoring import text_anchor_probs, video_uncertainty
+
+
+def require_vae(model, what: str = "uncertainty evaluation (calm eval --uncertainty)") -> None:
+    """A clear error for a model whose alignment has no VAE, so no sigma to evaluate."""
+    if getattr(model, "vae", None) is None:
+        raise ConfigError(
+            f"{what} needs a model with a VAE (model.alignment.name: vae, or score mode "
+            "anchor_agreement); this model has none, so it has no sigma to evaluate"
+        )
+
+
+@torch.no_grad()
+def video_anchor_distribution(model, frames, mask, chunk: int = 256) -> torch.Tensor:
+    """V_p = softmax of the video's anchor logits, [N_v, K] (float32, CPU)."""
+    anchors = model.anchor_matrix()
+    out = []
+    for i in range(0, frames.shape[0], chunk):
+        m = None if mask is None else mask[i : i + chunk]
+        out.append(model.video_anchor_logits(frames[i : i + chunk], m, anchors)
+                   .softmax(-1).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def split_uncertainty_scores(model, emb: SplitEmbeddings, device) -> dict[str, np.ndarray]:
+    """Per-video ``sigma`` and ``vp_entropy``, per-text ``sp_entropy`` (numpy float64)."""
+    require_vae(model)
+    model.eval()
+    frames, mask = emb.frames.to(device), emb.mask.to(device)
+    return {
+        "sigma": video_uncertainty(model, frames, mask).cpu().double().numpy(),
+        "vp_entropy": entropy(video_anchor_distribution(model, frames, mask)),
+        "sp_entropy": entropy(text_anchor_probs(model, emb.text.to(device)).cpu()),
+    }
+
+
+def _ambiguity_block(metadata, video_ids: list[str], sigma, vp_entropy) -> dict:
+    amb = clip_ambiguity(metadata, video_ids)
+    return {
+        "metadata": str(metadata),
+        "n_clips": len(video_ids),
+        "mean": {k: float(amb[k].mean()) for k in AMBIGUITY_MEASURES},
+        "spearman_sigma": {k: spearman(sigma, amb[k]) for k in AMBIGUITY_MEASURES},
+        "spearman_vp_entropy": {k: spearman(vp_entropy, amb[k]) for k in AMBIGUITY_MEASURES},
+    }
+
+
+def uncertainty_from_scores(
+    sim: torch.Tensor | np.ndarray,
+    text_to_video: np.ndarray,
+    scores: dict[str, np.ndarray],
+    ties: str = "optimistic",
+    n_bins: int = N_BINS,
+    fractions=FRACTIONS,
+) -> dict:
+    """The ``"uncertainty"`` JSON block from per-video / per-text scores and the matrix.
+
+    `scores` holds ``sigma`` and ``vp_entropy`` per video (all columns of `sim`) and
+    ``sp_entropy`` per text (rows). Videos without a caption are not queries.
+    """
+    sim_np = sim.float().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
+    t2v = np.asarray(text_to_video, dtype=np.int64)
+    has_caption = np.bincount(t2v, minlength=sim_np.shape[1]) > 0
+    sigma, vp_entropy = scores["sigma"], scores["vp_entropy"]
+    # video as query: its candidates are the texts, the matrix's column
+    v2t = uncertainty_report(
+        ranks_v2t(sim_np, t2v, ties),
+        {"sigma": sigma[has_caption]},
+        {"vp_entropy": vp_entropy[has_caption],
+         "margin": -top2_margin(sim_np, axis=0)[has_caption]},
+        n_bins, fractions,
+    )
+    # text as query: its candidates are the videos, the matrix's row
+    text_query = uncertainty_report(
+        ranks_t2v(sim_np, t2v, ties),
+        {"sigma": sigma[t2v], "sp_entropy": scores["sp_entropy"]},
+        {"vp_entropy": vp_entropy[t2v], "margin": -top2_margin(sim_np, axis=1)},
+        n_bins, fractions,
+    )
+    return {
+        **v2t,
+        "query": "video",
+        "text_query": text_query,
+        "fractions": list(fractions),
+        "n_bins": n_bins,
+        "tie_rule": TIE_RULES[ties],
+    }
+
+
+def evaluate_uncertainty(
+    model,
+    emb: SplitEmbeddings,
+    sim: torch.Tensor,
+    device,
+    figure: str | Path | None = None,
+    metadata: str | Path | None = None,
+) -> dict:
+    """Everything `calm eval --uncertainty` reports, plus the figure when `figure` is a path.
+
+    `metadata` is a synthetic domain's metadata.json (see `synthetic_metadata_path`); when given,
+    sigma-bar is correlated with each evaluated clip's ambiguity.
+    """
+    scores = split_uncertainty_scores(model, emb, device)
+    result = uncertainty_from_scores(sim, emb.text_to_video, scores)
+    if metadata is not None:
+        result["synthetic"] = _ambiguity_block(
+            metadata, emb.video_ids, scores["sigma"], scores["vp_entropy"]
+        )
+    if figure is not None:
+        from calm.engine.evaluation.uncertainty_figure import uncertainty_figure
+
+        result["figure"] = str(uncertainty_figure(result, Path(figure)))
+    return result
+
+
+def evaluate_split_with_uncertainty(
+    model, ann, data, cfg, score, device, progress: bool = False, save_sim=None,
+    figure: str | Path | None = None, metadata: str | Path | None = None,
+) -> dict:
+    """Retrieval metrics of one split plus the ``"uncertainty"`` block, from one encoding pass."""
+    require_vae(model)
+    result, sim, emb = evaluate(model, ann, data, score, cfg.train.eval_batch_size, device,
+                                cfg.train.precision, progress)
+    if save_sim:
+        save_similarity(save_sim, sim, emb)
+    result["uncertainty"] = evaluate_uncertainty(model, emb, sim, device, figure, metadata)
+    return result

@@ -1,0 +1,61 @@
+"""The uncertainty figure: R@1 per uncertainty bin and the sparsification curves, per query side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _scores(block: dict) -> dict[str, dict]:
+    """Score name -> summary, the scores first, then the baselines (random last)."""
+    own = {k: v for k, v in block.items() if isinstance(v, dict) and "bins_r1" in v}
+    return {**own, **block["baselines"]}
+
+
+def _bins_panel(ax, block: dict, title: str) -> None:
+    for name, s in _scores(block).items():
+        r1 = [np.nan if v is None else v for v in s["bins_r1"]]
+        style = "--" if name == "random" else "o-"
+        ax.plot(np.arange(1, len(r1) + 1), r1, style, ms=3, label=name)
+    ax.set_xlabel("uncertainty bin (1 = least uncertain)")
+    ax.set_ylabel("R@1 (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def _sparsification_panel(ax, block: dict, fractions: list[float], title: str) -> None:
+    pct = 100 * np.asarray(fractions)
+    ax.plot(pct, block["oracle"]["sparsification"], "k--", label="oracle (true rank)")
+    for name, s in _scores(block).items():
+        style = "--" if name == "random" else "o-"
+        ax.plot(pct, s["sparsification"], style, ms=3, label=f"{name} (AUSE {s['ause']:.1f})")
+    ax.set_xlabel("most uncertain queries dropped (%)")
+    ax.set_ylabel("R@1 of the rest (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def uncertainty_figure(result: dict, path: Path) -> Path:
+    """Two rows (video as query, text as query) of two panels (bins, sparsification)."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    sides = [(result, "video query (v2t)"), (result["text_query"], "text query (t2v)")]
+    for row, (block, side) in zip(axes, sides):
+        _bins_panel(row[0], block, f"{side}: R@1 per bin, n={block['n_queries']}")
+        _sparsification_panel(row[1], block, result["fractions"], f"{side}: sparsification")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,109 @@
+"""The video–text core that retrieval and captioning share: CLIP backbone plus CALM's anchor branch.
+
+The anchor branch, in the paper's order: anchors P (prompted label encodings + e_k); V_p from the
+frame *mean* and S_p from the sentence feature, each a softmax over scaled cosines to P; the VAE
+generating S_p-hat from V_p. Which of these exist depends on the alignment objective, so the `none`
+baseline carries no unused parameters. `CALM` (retrieval) and `CALMCaptioner` extend this class
+with a fusion head or a caption decoder; nothing here is specific to either task.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from calm.config.errors import ConfigError
+from calm.config.schema import ModelConfig
+from calm.model.anchors import AnchorBank, build_anchors
+from calm.model.backbone import CLIPBackbone, build_backbone
+from calm.model.distributions import anchor_logits
+from calm.model.fusion import masked_mean
+from calm.model.losses import AlignmentObjective, build_alignment
+from calm.model.vae import CrossModalVAE, VAEOutput
+
+
+@contextmanager
+def config_key(key: str):
+    """Turns a KeyError/ValueError raised while building a component into a ConfigError naming `key`."""
+    try:
+        yield
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        raise ConfigError(f"{key}: {message}") from None
+
+
+@dataclass
+class AnchorOutput:
+    video_logits: torch.Tensor  # s * cos(mean_t h_t, P), [B, K]
+    text_logits: torch.Tensor  # s * cos(S, P), [B, K]
+    vae: VAEOutput | None = None
+
+
+@dataclass
+class CoreParts:
+    backbone: CLIPBackbone
+    alignment: AlignmentObjective
+    anchors: AnchorBank | None
+    vae: CrossModalVAE | None
+
+
+class VideoTextCore(nn.Module):
+    """Backbone, alignment objective, anchors and VAE; the encoders and the anchor branch."""
+
+    def __init__(self, parts: CoreParts):
+        super().__init__()
+        self.backbone = parts.backbone
+        self.alignment = parts.alignment
+        self.anchors = parts.anchors
+        self.vae = parts.vae
+        if self.alignment.uses_anchors and self.anchors is None:
+            raise ValueError(f"alignment {type(self.alignment).__name__} needs an anchor bank")
+        if self.alignment.uses_vae and self.vae is None:
+            raise ValueError("the 'vae' alignment needs a VAE")
+
+    @staticmethod
+    def build_parts(cfg: ModelConfig, needs_vae: bool = False) -> CoreParts:
+        """Builds the shared components by name; a bad name or label file is a ConfigError.
+
+        Anchors and the VAE exist only when the objective (or `needs_vae`) uses them.
+        """
+        with config_key("model.alignment.name"):
+            alignment = build_alignment(cfg.alignment)
+        backbone = build_backbone(cfg.backbone)
+        needs_vae = needs_vae or alignment.uses_vae
+        anchors = None
+        if alignment.uses_anchors or needs_vae:
+            with config_key("model.anchors.labels"):
+                anchors = build_anchors(cfg.anchors, backbone.tokenize, backbone.embed_dim)
+        vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if needs_vae else None
+        return CoreParts(backbone, alignment, anchors, vae)
+
+    # ---- encoders -------------------------------------------------------------------------------
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_text(tokens)
+
+    def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.encode_frames(frames, mask)
+
+    # ---- anchor branch --------------------------------------------------------------------------
+    def anchor_matrix(self) -> torch.Tensor:
+        return self.anchors(self.backbone.encode_text)
+
+    def video_anchor_logits(self, frames, mask, anchors=None) -> torch.Tensor:
+        """The anchor branch always uses the frame mean, whatever the retrieval fusion."""
+        anchors = self.anchor_matrix() if anchors is None else anchors
+        return anchor_logits(masked_mean(frames, mask), anchors, self.anchors.scale)
+
+    def text_anchor_logits(self, text, anchors=None) -> torch.Tensor:
+        anchors = self.anchor_matrix() if anchors is None else anchors
+        return anchor_logits(text, anchors, self.anchors.scale)
+
+    def anchor_branch(self, text, frames, mask) -> AnchorOutput:
+        anchors = self.anchor_matrix()
+        video_logits = self.video_anchor_logits(frames, mask, anchors)
+        text_logits = self.text_anchor_logits(text, anchors)
+        vae_out = self.vae(video_logits.softmax(dim=-1)) if self.vae is not None else None
+        return AnchorOutput(video_logits, text_logits, vae_out)

@@ -1,0 +1,194 @@
+"""`calm index`: encode a folder of videos once into a search index, then keep it up to date.
+
+A rerun compares every file's (path, size, mtime) with the index: unchanged files keep their
+rows, new or changed files are decoded and encoded, removed files are dropped. Files that failed
+before and have not changed are not retried but stay listed in the report. An index belongs to
+the checkpoint that built it (its sha256): scores from two models are not comparable, so an
+index refuses to be extended with another one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calm.api import CalmModel, EncodedVideos
+from calm.data.files import scan_videos
+from calm.search import store
+from calm.search.store import Manifest, RowWriter, SearchIndexError, VideoEntry
+
+TOP_ANCHORS = 5
+THUMBNAIL_SIZE = 192
+KEEP_CHUNK = 4096  # rows copied at a time from the previous generation
+
+
+def model_record(model: CalmModel) -> dict:
+    return {
+        "sha256": model.fingerprint,
+        "path": str(model.checkpoint.resolve()),
+        "fusion": model.fusion_name,
+        "num_frames": model.frame_spec.num_frames,
+        "anchor_labels": model.anchor_labels,
+        "vae": model.has_vae,
+    }
+
+
+def check_same_model(manifest: Manifest, model: CalmModel, index_dir: Path) -> None:
+    built = manifest.checkpoint.get("sha256")
+    if built != model.fingerprint:
+        raise SearchIndexError(
+            f"{index_dir} was built with checkpoint {manifest.checkpoint.get('path')} "
+            f"(sha256 {str(built)[:12]}); {model.checkpoint} (sha256 {model.fingerprint[:12]}) is "
+            "another model, whose scores are not comparable: index with it into a new --out folder"
+        )
+
+
+@dataclass
+class FileStat:
+    rel: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def stat_files(root: Path) -> list[FileStat]:
+    out = []
+    for path in scan_videos(root):
+        st = path.stat()
+        out.append(FileStat(path.relative_to(root).as_posix(), path, st.st_size, st.st_mtime_ns))
+    return out
+
+
+class _Rows:
+    """The writers of one new generation, created from the first block's shapes."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.writers: dict[str, RowWriter] = {}
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, block in arrays.items():
+            if name not in self.writers:
+                self.writers[name] = RowWriter(self.folder / f"{name}.npy", block.dtype, block.shape[1:])
+            self.writers[name].append(block)
+
+    def finish(self) -> None:
+        for writer in self.writers.values():
+            writer.finish()
+
+
+def _as_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
+    """What search needs per video, as fp16/fp32 numpy rows."""
+    rows = {
+        f"state.{k}": v.numpy() if v.dtype == torch.bool else v.half().numpy()
+        for k, v in enc.state.items()
+    }
+    rows["mean"] = enc.mean.half().numpy()
+    rows["mask"] = enc.mask.numpy()
+    rows["times"] = enc.times.numpy().astype(np.float32)
+    rows["durations"] = enc.durations.numpy().astype(np.float32)
+    if not model.model.fusion.text_conditioned:
+        rows["frames"] = torch.nn.functional.normalize(enc.frames, dim=-1).half().numpy()
+    if model.anchor_labels is not None:
+        probs = model.anchor_probs(enc)
+        top = probs.topk(min(TOP_ANCHORS, probs.shape[1]), dim=1)
+        rows["anchor_ids"] = top.indices.numpy().astype(np.int32)
+        rows["anchor_probs"] = top.values.numpy().astype(np.float32)
+    if model.has_vae:
+        rows["sigma"] = model.uncertainty(enc).numpy().astype(np.float32)
+    return rows
+
+
+def build_index(
+    model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
+    batch_size: int = 8,
+) -> dict:
+    """Creates or updates the index in `out` for the video files under `videos`; returns the report."""
+    started = time.time()
+    root, out = Path(videos).resolve(), Path(out)
+    old = store.read_manifest(out)
+    if old is not None:
+        check_same_model(old, model, out)
+        if Path(old.root) != root:
+            raise SearchIndexError(
+                f"{out} indexes {old.root}, not {root}: one index holds one folder; "
+                "use another --out for another folder"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise SearchIndexError(f"{out} exists and is not a calm search index; choose an empty folder")
+    files = stat_files(root)
+    old_rows = {v.path: (i, v) for i, v in enumerate(old.videos)} if old else {}
+    old_failed = {f["path"]: f for f in old.failures} if old else {}
+    keep, failures, todo = [], [], []
+    for f in files:
+        row = old_rows.get(f.rel)
+        failed = old_failed.get(f.rel)
+        if row is not None and row[1].key == (f.size, f.mtime_ns):
+            keep.append(row)
+        elif failed is not None and (failed["size"], failed["mtime_ns"]) == (f.size, f.mtime_ns):
+            failures.append(failed)
+        else:
+            todo.append(f)
+    generation = (old.generation + 1) if old else 1
+    out.mkdir(parents=True, exist_ok=True)
+    store.remove_stale(out, old.generation if old else None)
+    folder = store.data_dir(out, generation)
+    folder.mkdir()
+    thumbs = out / store.THUMBS
+    thumbs.mkdir(exist_ok=True)
+    rows = _Rows(folder)
+    entries: list[VideoEntry] = []
+    if keep:
+        arrays = store.open_arrays(out, old)
+        for start in range(0, len(keep), KEEP_CHUNK):
+            chunk = [i for i, _ in keep[start : start + KEEP_CHUNK]]
+            rows.append({name: np.asarray(arr[chunk]) for name, arr in arrays.items()})
+        entries.extend(v for _, v in keep)
+        del arrays
+    by_path = {str(f.path): f for f in todo}
+    new_failures = []
+    for enc in model.iter_encode_videos([f.path for f in todo], workers, progress, batch_size,
+                                        thumbnail_size=THUMBNAIL_SIZE):
+        for path, reason in enc.failed:
+            f = by_path[path]
+            new_failures.append({"path": f.rel, "size": f.size, "mtime_ns": f.mtime_ns,
+                                 "reason": reason})
+        if not len(enc):
+            continue
+        rows.append(_as_rows(model, enc))
+        for path, jpeg in zip(enc.paths, enc.thumbnails):
+            f = by_path[path]
+            (thumbs / store.thumbnail_name(f.rel)).write_bytes(jpeg)
+            entries.append(VideoEntry(f.rel, f.size, f.mtime_ns))
+    rows.finish()
+    failures.extend(new_failures)
+    manifest = Manifest(
+        root=str(root), checkpoint=model_record(model), generation=generation, videos=entries,
+        failures=sorted(failures, key=lambda f: f["path"]),
+        state_keys=sorted(k[len("state."):] for k in rows.writers if k.startswith("state.")),
+    )
+    present = {store.thumbnail_name(v.path) for v in entries}
+    for thumb in thumbs.glob("*.jpg"):
+        if thumb.name not in present:
+            thumb.unlink(missing_ok=True)
+    report = {
+        "index": str(out),
+        "videos_dir": str(root),
+        "checkpoint": manifest.checkpoint["path"],
+        "indexed": len(entries),
+        "new": len(todo) - len(new_failures),
+        "kept": len(keep),
+        "removed": len(set(old_rows) - {f.rel for f in files}) if old else 0,
+        "failed": len(failures),
+        "failures": [{"path": f["path"], "reason": f["reason"]} for f in manifest.failures],
+        "seconds": round(time.time() - started, 2),
+        "workers": workers,
+    }
+    if not entries and not failures:
+        report["note"] = f"no video files under {root}"
+    store.commit(out, manifest, report)
+    return report

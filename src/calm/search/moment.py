@@ -1,0 +1,56 @@
+"""The matching moment: which stretch of a clip a query matched, from per-frame weights.
+
+Each of the T sampled frames stands for the segment of the clip around it: from halfway to the
+previous sampled frame to halfway to the next one (the first starts at 0, the last ends at the
+clip's end). The moment is the segment of the frame with the largest weight, widened over
+neighbouring frames while their weight stays at least `keep` times that peak, so a query about
+a whole action gets the action's span and a query about an instant gets one segment.
+
+Weights come from the fusion head's text-conditioned attention (xpool: how much each frame
+counts in the pooled embedding the text is compared with) or, for heads that pool without the
+text (meanP, seqTransf), from a one-hot on the frame whose own feature is closest to the text.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+KEEP = 0.5
+
+
+def segment_bounds(times: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) in seconds of the segment each sampled frame stands for; `times` ascending."""
+    mids = (times[1:] + times[:-1]) / 2.0
+    starts = np.concatenate([[0.0], mids])
+    ends = np.concatenate([mids, [max(float(duration), float(times[-1]))]])
+    return starts, ends
+
+
+def moment(weights: np.ndarray, times: np.ndarray, duration: float, keep: float = KEEP):
+    """(start, end, peak frame index) for one video; padded frames carry nan times and are ignored."""
+    real = ~np.isnan(times)
+    n = int(real.sum())
+    if n == 0:
+        return 0.0, float(duration), 0
+    w = np.where(real, np.nan_to_num(weights, nan=0.0), -math.inf)[:n]
+    t = times[:n]
+    peak = int(np.argmax(w))
+    lo = hi = peak
+    threshold = keep * w[peak]
+    while lo > 0 and w[lo - 1] >= threshold:
+        lo -= 1
+    while hi < n - 1 and w[hi + 1] >= threshold:
+        hi += 1
+    starts, ends = segment_bounds(t, duration)
+    return round(float(starts[lo]), 3), round(float(ends[hi]), 3), peak
+
+
+def best_frame_weights(text: np.ndarray, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One-hot weights [N, T] on the frame closest to the text (frames L2-normalised, [N, T, D])."""
+    sims = np.einsum("d,ntd->nt", text / max(np.linalg.norm(text), 1e-12), frames)
+    sims = np.where(mask, sims, -np.inf)
+    out = np.zeros(sims.shape, dtype=np.float32)
+    out[np.arange(len(sims)), sims.argmax(axis=1)] = 1.0
+    return out

@@ -1,0 +1,168 @@
+"""The on-disk search index: a JSON manifest plus one `.npy` file per per-video array.
+
+    INDEX/index.json        format, the checkpoint that built it (sha256), the video folder,
+                            per video: path (relative), size, mtime; files that failed, and why
+    INDEX/report.json       what the last `calm index` run did (new, kept, removed, failed)
+    INDEX/data-<gen>/*.npy  row i of every array belongs to videos[i] of the manifest
+    INDEX/thumbs/<id>.jpg   one thumbnail per video
+
+Arrays are opened memory-mapped, so a query touches only the rows it scores and an index far
+larger than memory still opens instantly. A rebuild writes a new `data-<gen>` folder and then
+replaces the manifest atomically: a killed run leaves the previous index intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calm.data.errors import DataError
+
+FORMAT = "calm-search-index-v1"
+MANIFEST = "index.json"
+REPORT = "report.json"
+THUMBS = "thumbs"
+
+
+class SearchIndexError(DataError):
+    """An index folder that is missing, damaged, or that another model built."""
+
+
+def thumbnail_name(rel_path: str) -> str:
+    """A stable file name per video path: a changed file overwrites its own thumbnail."""
+    return hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:20] + ".jpg"
+
+
+@dataclass
+class VideoEntry:
+    path: str  # relative to the index's video folder, POSIX separators
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.size, self.mtime_ns)
+
+
+@dataclass
+class Manifest:
+    root: str  # absolute path of the indexed folder
+    checkpoint: dict  # sha256, path, fusion, num_frames, embed_dim, anchor labels, vae
+    generation: int = 0
+    videos: list[VideoEntry] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # path, size, mtime_ns, reason
+    state_keys: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "root": self.root,
+            "checkpoint": self.checkpoint,
+            "generation": self.generation,
+            "state_keys": self.state_keys,
+            "videos": [[v.path, v.size, v.mtime_ns] for v in self.videos],
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source: Path) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise SearchIndexError(f"{source}: not a calm search index (format {data.get('format')!r})")
+        try:
+            return cls(
+                root=data["root"],
+                checkpoint=data["checkpoint"],
+                generation=int(data["generation"]),
+                videos=[VideoEntry(p, int(s), int(m)) for p, s, m in data["videos"]],
+                failures=list(data["failures"]),
+                state_keys=list(data["state_keys"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SearchIndexError(f"{source}: damaged index manifest ({exc!r})") from None
+
+
+def read_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest of `index_dir`, or None when the folder holds no index yet."""
+    path = Path(index_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SearchIndexError(f"{path}: cannot read the index manifest ({exc})") from None
+    return Manifest.from_json(data, path)
+
+
+def data_dir(index_dir: Path, generation: int) -> Path:
+    return Path(index_dir) / f"data-{generation}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    from calm.engine.checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data), encoding="utf-8"))
+
+
+def commit(index_dir: Path, manifest: Manifest, report: dict) -> None:
+    """Points the index at `manifest.generation`, then removes older data folders."""
+    index_dir = Path(index_dir)
+    write_json_atomic(index_dir / MANIFEST, manifest.to_json())
+    write_json_atomic(index_dir / REPORT, report)
+    remove_stale(index_dir, manifest.generation)
+
+
+def remove_stale(index_dir: Path, keep: int | None) -> None:
+    """Deletes data folders other than generation `keep` (leftovers of killed runs included)."""
+    for d in Path(index_dir).glob("data-*"):
+        if d.is_dir() and d.name != f"data-{keep}":
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class RowWriter:
+    """Appends rows of one array to a raw file, then wraps it as `.npy` once the count is known."""
+
+    def __init__(self, path: Path, dtype, row_shape: tuple[int, ...]):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.rows = 0
+        self._raw = self.path.with_suffix(".raw")
+        self._file = open(self._raw, "wb")  # noqa: SIM115 - closed in finish()
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {block.shape[1:]}, expected {self.row_shape}")
+        self._file.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def finish(self) -> Path:
+        self._file.close()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": (self.rows, *self.row_shape)}
+        with open(self.path, "wb") as out, open(self._raw, "rb") as raw:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(raw, out, 1 << 24)
+        self._raw.unlink()
+        return self.path
+
+
+def open_arrays(index_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every array of the index's current generation, memory-mapped read-only."""
+    folder = data_dir(index_dir, manifest.generation)
+    arrays = {}
+    for path in sorted(folder.glob("*.npy")):
+        try:
+            arrays[path.stem] = np.load(path, mmap_mode="r")
+        except ValueError:  # an empty array cannot be mapped
+            arrays[path.stem] = np.load(path)
+    n = len(manifest.videos)
+    for name, arr in arrays.items():
+        if arr.shape[0] != n:
+            raise SearchIndexError(f"{folder / name}.npy holds {arr.shape[0]} rows for {n} videos")
+    return arrays
