@@ -1,7 +1,10 @@
-"""DataLoader throughput (clips/s) of FrameSampler over a folder of generated clips.
+"""DataLoader throughput (clips/s, and per worker core) over a folder of generated clips.
 
-Measures raw 640x360 30 fps clips (x264 default GOP, as downloads come) and the same clips after
-`calm prepare-videos` (--prepared-fps, short side 224, a keyframe per second).
+Measures raw 640x360 30 fps clips (x264 default GOP, as downloads come), the same clips after
+`calm prepare-videos` (--prepared-fps, short side 224, a keyframe per second) and the frame cache
+`calm prepare-frames` writes from the raw clips (T frames x --per-segment candidates, JPEG), with
+the disk each takes per clip. Items are uint8 clips, as the datasets yield them (the engine
+normalises per batch on the device). Goal for the cache: >= 40 clips/s per core in train mode.
 
     python benchmarks/bench_dataloader.py --clips 16 --seconds 10 --workers 2
 """
@@ -19,7 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.videos
 
+from calm.data.frame_cache import CacheSettings, FrameCache  # noqa: E402
 from calm.data.prepare import EncodeSettings, prepare_videos  # noqa: E402
+from calm.data.prepare_frames import prepare_frames  # noqa: E402
 from calm.data.video import FrameSampler, FrameSpec  # noqa: E402
 from tests.videos import moving_image, write_clip  # noqa: E402
 
@@ -33,15 +38,15 @@ class ClipDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return self.sampler(self.paths[i])
+        return self.sampler.clip(self.paths[i])
 
 
 def _one_thread(_):
     torch.set_num_threads(1)
 
 
-def clips_per_second(paths, spec: FrameSpec, mode: str, workers: int, batch: int, passes: int):
-    sampler = FrameSampler(spec, mode)
+def clips_per_second(paths, sampler, workers: int, batch: int, passes: int):
+    spec, mode = sampler.spec, sampler.mode
     loader = DataLoader(
         ClipDataset(paths, sampler),
         batch_size=batch,
@@ -73,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--prepared-fps", type=float, default=10.0)
+    ap.add_argument("--per-segment", type=int, default=4, help="frame cache train candidates")
+    ap.add_argument("--cache-format", choices=["jpeg", "raw"], default="jpeg")
     ap.add_argument("--dir", type=Path, default=None, help="keep clips here between runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -107,22 +114,39 @@ def main(argv=None) -> int:
     prepare_videos(raw_dir, prep_dir, settings, workers=args.workers, progress=False)
     print(f"prepare-videos in {time.perf_counter() - t0:.1f}s", flush=True)
     prepared = sorted(prep_dir.glob("*.mp4"))
+    cache_dir = folder / f"cache_T{args.frames}_K{args.per_segment}_{args.size}_{args.cache_format}"
+    t0 = time.perf_counter()
+    cache_settings = CacheSettings(args.frames, args.per_segment, args.size, args.cache_format)
+    prepare_frames(raw_dir, cache_dir, cache_settings, workers=args.workers, progress=False)
+    print(f"prepare-frames in {time.perf_counter() - t0:.1f}s", flush=True)
+    cache = FrameCache(cache_dir)
 
     spec = FrameSpec(num_frames=args.frames, image_size=args.size)
+    cores = max(1, args.workers)
     print(
         f"{args.clips} clips x {args.seconds:g}s, T={args.frames}, S={args.size}, "
-        f"{args.workers} workers, batch {args.batch_size}"
+        f"{args.workers} workers, batch {args.batch_size}; per core = clips/s / {cores}"
     )
-    for name, ps in [
-        ("raw 640x360 30fps", paths),
-        (f"prepared {args.prepared_fps:g}fps", prepared),
-    ]:
+    print(f"  {'source':30s} {'mode':5s} {'clips/s':>8s} {'per core':>9s} {'disk/clip':>10s}")
+    sources = [
+        ("raw 640x360 30fps", paths, lambda mode: FrameSampler(spec, mode), _mib(paths)),
+        (f"prepared {args.prepared_fps:g}fps", prepared,
+         lambda mode: FrameSampler(spec, mode), _mib(prepared)),
+        (f"frame cache K={args.per_segment} {args.cache_format}", paths,
+         lambda mode: cache.sampler(spec, raw_dir, mode), _mib(cache_dir.rglob("*"))),
+    ]
+    for name, ps, make, disk in sources:
         for mode in ("test", "train"):
-            rate = clips_per_second(ps, spec, mode, args.workers, args.batch_size, args.passes)
-            print(f"  {name:22s} {mode:5s} {rate:7.2f} clips/s", flush=True)
+            rate = clips_per_second(ps, make(mode), args.workers, args.batch_size, args.passes)
+            print(f"  {name:30s} {mode:5s} {rate:8.2f} {rate / cores:9.2f} "
+                  f"{disk / len(ps):8.3f} MiB", flush=True)
     if tmp is not None:
         tmp.cleanup()
     return 0
+
+
+def _mib(paths) -> float:
+    return sum(Path(p).stat().st_size for p in paths if Path(p).is_file()) / 2**20
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -45,8 +46,8 @@ import torch
 from calm.config import FusionConfig
 from calm.model.fusion import build_fusion
 from calm.search import store
-from calm.search.searcher import SearchIndex, Searcher
-from calm.search.shortlist import BACKENDS, Shortlist
+from calm.search.searcher import Searcher, SearchIndex
+from calm.search.shortlist import BACKENDS
 
 FRAMES, DIM, DURATION = 12, 512, 10.0
 
@@ -209,7 +210,8 @@ def bench_features(args) -> dict:
         print(f"index: {args.videos:,} videos x {FRAMES} frames x {DIM} (xpool state fp16, "
               f"memory-mapped), {args.topics} topics, frame-frame cosine {frame_cos:.3f}; "
               f"built in {build_s:.0f} s")
-        print(f"threads {torch.get_num_threads()}, shortlist {args.shortlist}, reference sample "
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+              f"threads {torch.get_num_threads()}, shortlist {args.shortlist}, reference sample "
               f"{len(searcher.reference)}, {args.queries} queries (query-frame noise {args.query_noise})")
         exhaustive_ms = 1000 * ex_seconds
         print(f"latency after text encoding: p50 {np.percentile(lat, 50):.2f} ms, "
@@ -244,6 +246,12 @@ def bench_features(args) -> dict:
         print(f"{'shortlist backend':18s} {'stage 1 p50':>12s} {'search p50':>11s} {'recall@10':>10s}")
         for backend, s1, p50, rec in rows:
             print(f"{backend:18s} {s1:9.2f} ms {p50:8.2f} ms {rec:10.4f}")
+        print(f"{'shortlist size':18s} {'search p50':>11s} {'p95':>9s} {'recall@10':>10s}  (torch)")
+        for size in args.sweep:
+            s = Searcher(index, head, shortlist=size, backend="torch")
+            lat_s, tops_s, _ = run_queries(s, texts[:m])
+            print(f"{size:<18d} {np.percentile(lat_s, 50):8.2f} ms {np.percentile(lat_s, 95):6.2f} ms "
+                  f"{recall_at(tops_s, ex_top, 10):10.4f}")
         rng = np.random.default_rng([args.seed, 4])
         random_q = torch.from_numpy(_unit(rng.standard_normal((m, DIM)).astype(np.float32)))
         _, _, confident_random = run_queries(searcher, random_q)
@@ -295,6 +303,8 @@ def main() -> None:
     p.add_argument("--query-noise", type=float, default=0.5)
     p.add_argument("--shortlist", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sweep", type=int, nargs="*", default=[250, 500, 1000, 2000],
+                   help="shortlist sizes whose latency and recall are also printed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tmp", default=None, help="folder for the temporary index (default: $TMPDIR)")
     p.add_argument("--synthetic", help="a `calm synth` folder: also index its msrvtt clips")

@@ -19,8 +19,6 @@ from calm.data.samples import (
     TextDataset,
     VideoDataset,
     collate,
-    text_to_video_index,
-    video_to_text_index,
 )
 from calm.data.video import FrameSampler, FrameSpec
 from tests.fixtures_benchmarks import MSVD_SPLITS, write_msvd
@@ -204,15 +202,3 @@ def test_bad_policy_or_pair_mode_is_a_data_error(msvd, tokenize):
         VideoDataset(ann, FrameSampler(SPEC), missing_video="ignore")
     with pytest.raises(DataError, match="pairs"):
         PairDataset(ann, FrameSampler(SPEC), tokenize, pairs="some")
-
-
-def test_multi_caption_index_arrays(msvd):
-    ann = _split(msvd)
-    t2v = text_to_video_index(ann)
-    assert t2v.dtype == torch.long and t2v.tolist() == ann.text_to_video()
-    v2t = video_to_text_index(ann)
-    groups = ann.captions_per_video()
-    assert v2t.shape == (len(groups), max(len(g) for g in groups))
-    assert int((v2t >= 0).sum()) == len(ann.texts)  # padded, never dropped
-    for v, g in enumerate(groups):
-        assert v2t[v, : len(g)].tolist() == g and (v2t[v, len(g):] == -1).all()

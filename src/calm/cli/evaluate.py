@@ -59,7 +59,7 @@ def run(args) -> int:
     if args.uncertainty and figure is None and args.out:
         figure = Path(args.out).parent / "uncertainty.png"
     common = dict(score_mode=args.score, save_sim=args.save_sim, progress=args.progress,
-                  uncertainty=args.uncertainty, uncertainty_figure=figure)
+                  uncertainty=args.uncertainty)
     if (args.checkpoint is None) == (args.config is None):
         raise UserError("give --checkpoint (a trained model) or --config (the model it builds, "
                         "zero-shot), not both")
@@ -75,6 +75,10 @@ def run(args) -> int:
             raise UserError(f"--checkpoint needs {', '.join(missing)}")
         result = evaluate_checkpoint(args.checkpoint, args.dataset, args.annotations, args.videos,
                                      args.split, overrides=args.overrides, **common)
+    if figure is not None:
+        from calm.reports.uncertainty import uncertainty_figure
+
+        result["uncertainty"]["figure"] = str(uncertainty_figure(result["uncertainty"], figure))
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,9 @@ COMMAND_MODULES = [
     "calm.cli.prepare_videos",
     "calm.cli.prepare_frames",
     "calm.cli.synth",
+    "calm.cli.index",
+    "calm.cli.search",
+    "calm.cli.serve",
 ]
 
 

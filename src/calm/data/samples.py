@@ -212,18 +212,3 @@ class SkipLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
-
-
-def text_to_video_index(annotations: SplitAnnotations) -> Tensor:
-    """LongTensor [N_texts]: the ground-truth video of each text (multi-caption evaluation)."""
-    return torch.tensor(annotations.text_to_video(), dtype=torch.long)
-
-
-def video_to_text_index(annotations: SplitAnnotations) -> Tensor:
-    """LongTensor [N_videos, max captions]: each video's texts, padded with -1, none dropped."""
-    groups = annotations.captions_per_video()
-    width = max((len(g) for g in groups), default=0)
-    out = torch.full((len(groups), width), -1, dtype=torch.long)
-    for v, group in enumerate(groups):
-        out[v, : len(group)] = torch.tensor(group, dtype=torch.long)
-    return out

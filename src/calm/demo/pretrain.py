@@ -1,8 +1,15 @@
 """A pretrained starting point for the synthetic world: a small CLIP trained on image-caption pairs.
 
 Real CALM fine-tunes OpenAI's CLIP, whose text encoder already places "The content of <label>"
-prompts meaningfully. The toy world has no such model, so calm trains one on the synthetic
-benchmark's image-caption split and caches it, keyed by the data and the settings.
+prompts meaningfully. The toy world has no such model, so calm trains one and caches it.
+
+By default (`source: stream`) every step draws fresh pairs from the synthetic world's training
+stream (`calm.data.synthetic.pretrain_pairs`), rendered by a worker process while the model
+trains: no pair is seen twice, so the toy CLIP must learn shapes, colours and words rather than
+memorise a few thousand pictures. It is then measured on the held-out pairs `calm synth` writes to
+`pretrain/`: zero-shot text->image R@1 (beside that set's oracle) and how well the anchor prompts
+rank the anchors true of each image and named by each caption (mAP). `source: split` trains on
+that fixed split instead (the earlier recipe; it memorises).
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,25 +24,50 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from calm.config.schema import AnchorConfig
 from calm.data.errors import DataError
+from calm.data.synthetic import FORMAT_VERSION
+from calm.data.synthetic.anchor_truth import caption_anchors, clip_anchors
+from calm.data.synthetic.anchors import ANCHOR_LABELS
+from calm.data.synthetic.config import SCALES, Difficulty
+from calm.data.synthetic.pretrain_pairs import PretrainStream
+from calm.data.synthetic.world import oracle_recall_at_1
+from calm.demo.clock import Phase
 from calm.engine.checkpoint import atomic_write
 from calm.engine.optim import cosine_with_warmup
 from calm.engine.runtime import seed_everything
+from calm.metrics.ranking import mean_average_precision
+from calm.metrics.retrieval import ranks_t2v, ranks_v2t, summarize_ranks
 from calm.model.checkpoints import load_clip
 from calm.model.losses import clamp_logit_scale_, symmetric_info_nce
+
+SOURCES = ("stream", "split")
+# Bump when the training stream's pairs change, so cached toy CLIPs are not reused wrongly.
+STREAM_VERSION = 1
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    model: str = "calm-small"  # 32 px, 4-px patches: small shapes survive, ~0.1 s a step on 2 cores
+    model: str = "calm-small"
     steps: int = 2500
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: float = 0.1
     seed: int = 0
+    source: str = "stream"  # stream: fresh pairs every step | split: the fixed pretrain/ split
+    scale: str = "default"  # the stream's frame size and motion trails (match the videos)
+    workers: int = 1  # processes rendering stream pairs while the model trains
+    eval_pairs: int = 1000  # held-out pairs for zero-shot R@1 and anchor mAP (0: skip)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source: {self.source!r} is not one of {list(SOURCES)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale: {self.scale!r} is not one of {sorted(SCALES)}")
 
 
 def default_cache_dir() -> Path:
@@ -61,20 +92,34 @@ def load_image_captions(root: str | Path) -> tuple[np.ndarray, list[str]]:
     return images, captions
 
 
+def load_pair_metadata(root: str | Path) -> list[dict]:
+    path = Path(root) / "pretrain" / "metadata.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; generate the benchmark with `calm synth`")
+    return json.loads(path.read_text())
+
+
 def cache_key(root: str | Path, cfg: PretrainConfig) -> str:
+    """Stream: the settings and the generator's version (not the folder: the stream is its own).
+    Split: the split's files and the settings."""
     digest = hashlib.sha256()
-    for name in ("images.npy", "captions.json"):
-        path = Path(root) / "pretrain" / name
-        stat = path.stat()
-        digest.update(f"{name}:{stat.st_size}".encode())
-        with open(path, "rb") as f:
-            digest.update(f.read(1 << 20))
+    if cfg.source == "stream":
+        digest.update(f"stream:{FORMAT_VERSION}:{STREAM_VERSION}".encode())
+        digest.update(json.dumps(Difficulty().to_json(), sort_keys=True).encode())
+    else:
+        for name in ("images.npy", "captions.json"):
+            path = Path(root) / "pretrain" / name
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}".encode())
+            with open(path, "rb") as f:
+                digest.update(f.read(1 << 20))
     digest.update(json.dumps(asdict(cfg), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
-def _to_tensor(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+def to_model_input(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> normalised float [N, 3, size, size] (antialiased resize if needed)."""
+    x = images.float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     mean = torch.tensor(mean).view(1, 3, 1, 1)
@@ -82,19 +127,43 @@ def _to_tensor(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
     return (x - mean) / std
 
 
-def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progress=True) -> dict:
-    """Trains a CLIP of `cfg.model` contrastively on the image-caption split; writes safetensors."""
+def _collate_pairs(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+    return torch.stack([image for image, _ in items]), [text for _, text in items]
+
+
+def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator):
+    """(uint8 images [B, 3, S, S], captions) per step, from the stream or the fixed split."""
+    if cfg.source == "stream":
+        stream = PretrainStream(cfg.steps * cfg.batch_size, seed=cfg.seed, scale=cfg.scale)
+        loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                            collate_fn=_collate_pairs,
+                            prefetch_factor=4 if cfg.workers else None)
+        yield from loader
+        return
+    images, captions = load_image_captions(root)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
+    batch = min(cfg.batch_size, len(captions))
+    for _ in range(cfg.steps):
+        idx = torch.randperm(len(captions), generator=g)[:batch]
+        yield pixels[idx], [captions[i] for i in idx.tolist()]
+
+
+def build_backbone(model: str):
     import open_clip
 
     from calm.model.backbone import CLIPBackbone
 
+    return CLIPBackbone(load_clip(model), open_clip.get_tokenizer("ViT-B-32"))
+
+
+def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progress=True) -> dict:
+    """Trains a CLIP of `cfg.model` contrastively on image-caption pairs; writes safetensors and,
+    beside them, a JSON report (losses, held-out zero-shot metrics, wall and CPU seconds)."""
     seed_everything(cfg.seed)
-    images, captions = load_image_captions(root)
-    clip = load_clip(cfg.model)
-    backbone = CLIPBackbone(clip, open_clip.get_tokenizer("ViT-B-32"))
+    root = Path(root)
+    backbone = build_backbone(cfg.model)
+    clip = backbone.clip
     pre = backbone.preprocess
-    pixels = _to_tensor(images, pre.image_size, pre.mean, pre.std)
-    tokens = backbone.tokenize(captions)
     decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW(
@@ -103,39 +172,108 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
     )
     scheduler = cosine_with_warmup(optimizer, cfg.steps, cfg.warmup)
     g = torch.Generator().manual_seed(cfg.seed)
-    n = len(captions)
-    batch = min(cfg.batch_size, n)
-    losses, started = [], time.perf_counter()
+    losses = []
     clip.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain toy CLIP", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
-        idx = torch.randperm(n, generator=g)[:batch]
-        img = backbone.clip.encode_image(pixels[idx])
-        txt = backbone.encode_text(tokens[idx])
-        sims = F.normalize(txt, dim=-1) @ F.normalize(img, dim=-1).t()
-        loss = symmetric_info_nce(sims, clip.logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        clamp_logit_scale_(clip.logit_scale)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar = tqdm(total=cfg.steps, desc=f"pretrain toy CLIP ({cfg.source})", disable=not progress,
+               dynamic_ncols=True)
+    with Phase() as train_phase:
+        for images, captions in _batches(cfg, root, g):
+            img = clip.encode_image(to_model_input(images, pre.image_size, pre.mean, pre.std))
+            txt = backbone.encode_text(backbone.tokenize(captions))
+            sims = F.normalize(txt, dim=-1) @ F.normalize(img, dim=-1).t()
+            loss = symmetric_info_nce(sims, clip.logit_scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            clamp_logit_scale_(clip.logit_scale)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    with Phase() as eval_phase:
+        heldout = evaluate_toy_clip(backbone, root, cfg.eval_pairs) if cfg.eval_pairs else {}
     state = {k: v.detach().contiguous() for k, v in clip.state_dict().items()}
-    meta = {"model": cfg.model, "steps": str(cfg.steps), "final_loss": f"{np.mean(losses[-20:]):.4f}"}
-    atomic_write(Path(out), lambda tmp: save_file(state, tmp, metadata=meta))
-    return {"path": str(out), "first_loss": losses[0], "final_loss": float(np.mean(losses[-20:])),
-            "seconds": time.perf_counter() - started, "pairs": n}
+    meta = {"model": cfg.model, "steps": str(cfg.steps), "source": cfg.source,
+            "final_loss": f"{np.mean(losses[-20:]):.4f}"}
+    out = Path(out)
+    atomic_write(out, lambda tmp: save_file(state, tmp, metadata=meta))
+    info = {"path": str(out), "config": asdict(cfg), "first_loss": losses[0],
+            "final_loss": float(np.mean(losses[-20:])),
+            "pairs_seen": cfg.steps * cfg.batch_size,
+            "distinct_pairs": cfg.steps * cfg.batch_size if cfg.source == "stream"
+            else len(load_image_captions(root)[1]),
+            "train_wall_s": train_phase.wall_s, "train_cpu_s": train_phase.cpu_s,
+            "eval_wall_s": eval_phase.wall_s, "heldout": heldout}
+    atomic_write(report_path(out), lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    return info
+
+
+def report_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+@torch.no_grad()
+def evaluate_toy_clip(backbone, root: str | Path, n: int = 1000, batch: int = 250) -> dict:
+    """Zero-shot metrics on the first `n` held-out pairs of `root/pretrain` (never trained on).
+
+    - `t2i` / `i2t`: R@1, R@5, MdR of caption -> image (image -> caption) among the n pairs;
+      `oracle_t2i_R@1`: what a perfect attribute reader scores there (captions fit several images);
+    - `anchor_map_image`: how well `"The content of <label>"` prompts rank the anchors true of each
+      image (`calm.data.synthetic.anchor_truth`; a motion is only partly visible in one frame);
+      `anchor_map_caption`: the same for the anchors each caption names; each with its chance level.
+    """
+    images, captions = load_image_captions(root)
+    meta = load_pair_metadata(root)
+    n = min(n, len(captions))
+    images, captions, meta = images[:n], captions[:n], meta[:n]
+    was_training = backbone.training
+    backbone.eval()
+    pre = backbone.preprocess
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
+    img = torch.cat([backbone.clip.encode_image(to_model_input(pixels[i:i + batch], pre.image_size,
+                                                                pre.mean, pre.std))
+                     for i in range(0, n, batch)])
+    txt = torch.cat([backbone.encode_text(backbone.tokenize(captions[i:i + batch]))
+                     for i in range(0, n, batch)])
+    prompts = [AnchorConfig().template.format(label) for label in ANCHOR_LABELS]
+    anchors = F.normalize(backbone.encode_text(backbone.tokenize(prompts)), dim=-1)
+    img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+    sim = (txt @ img.t()).numpy()
+    t2v = np.arange(n)
+    t2i = summarize_ranks(ranks_t2v(sim, t2v, ties="mean"))
+    i2t = summarize_ranks(ranks_v2t(sim, t2v, ties="mean"))
+    oracle = oracle_recall_at_1([m["mention"] for m in meta], list(t2v),
+                                [m["attributes"] for m in meta])
+    image_truth = np.zeros((n, len(ANCHOR_LABELS)), bool)
+    caption_truth = np.zeros_like(image_truth)
+    for i, m in enumerate(meta):
+        image_truth[i, sorted(clip_anchors(m["attributes"]))] = True
+        caption_truth[i, sorted(caption_anchors(m["mention"]))] = True
+    backbone.train(was_training)
+    return {
+        "pairs": n,
+        "t2i": {k: round(t2i[k], 2) for k in ("R@1", "R@5", "MdR")},
+        "i2t": {k: round(i2t[k], 2) for k in ("R@1", "R@5", "MdR")},
+        "oracle_t2i_R@1": oracle["oracle_t2v_r1"],
+        "chance_R@1": round(100.0 / n, 2),
+        "anchor_map_image": mean_average_precision((img @ anchors.t()).numpy(), image_truth),
+        "anchor_map_caption": mean_average_precision((txt @ anchors.t()).numpy(), caption_truth),
+        "ties": "mean",
+    }
 
 
 def pretrained_clip(root: str | Path, cfg: PretrainConfig, cache_dir: str | Path | None = None,
                     progress=True) -> tuple[Path, dict]:
-    """The cached toy CLIP for this data and settings, trained first if it is not there yet."""
+    """The cached toy CLIP for these settings (and, for `split`, this data), trained first if it
+    is not there yet. The info carries the training report, cached or not."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache_dir / f"toyclip-{cfg.model}-{cache_key(root, cfg)}.safetensors"
     if path.is_file():
-        return path, {"path": str(path), "cached": True}
+        report = report_path(path)
+        info = json.loads(report.read_text()) if report.is_file() else {"path": str(path)}
+        return path, {**info, "cached": True}
     info = pretrain_clip(root, path, cfg, progress)
     info["cached"] = False
     return path, info

@@ -17,10 +17,11 @@ import torch
 from calm.config import ExperimentConfig, from_dict
 from calm.demo.benchmark import prepare_benchmark, training_videos
 from calm.demo.pretrain import PretrainConfig, pretrained_clip
-from calm.demo.report import anchor_figure, training_curves
 from calm.engine.checkpoint import load_model
-from calm.engine.evaluation.ood import markdown_table, ood_matrix, synthetic_targets, write_ood
+from calm.engine.evaluation.ood import ood_matrix, synthetic_targets
 from calm.engine.train import train
+from calm.reports.ood import markdown_table, write_ood
+from calm.reports.training import anchor_figure, training_curves
 
 
 @dataclass

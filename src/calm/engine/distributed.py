@@ -47,11 +47,6 @@ def init(device_type: str) -> DistEnv:
     return env
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns, to each rank, the sum over ranks of the gradient that
     reached its slice. Local batches may differ in size (skipped videos): they are padded to the
@@ -118,11 +113,3 @@ def all_ranks(flag: bool) -> bool:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_object(obj, src: int = 0):
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

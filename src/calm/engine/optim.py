@@ -11,13 +11,21 @@ from calm.config.schema import TrainConfig
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Four groups: {backbone, new modules} x {decayed matrices, undecayed gains/biases/scales}."""
+    """Four groups: {backbone, new modules} x {decayed matrices, undecayed parameters}.
+
+    Weight decay applies to weight matrices only: never to gains, biases, scales, embedding
+    tables (token, class and position embeddings, seqTransf's frame positions) or the anchor
+    offsets e_k, which are additive embeddings too.
+    """
+    embedding_tables = {f"{module_name}.weight" for module_name, module in model.named_modules()
+                        if isinstance(module, nn.Embedding)}
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         is_backbone = name.startswith("backbone.")
-        decay = param.ndim >= 2 and "embedding" not in name and "offset" not in name
+        decay = (param.ndim >= 2 and name not in embedding_tables
+                 and not any(word in name for word in ("embedding", "offset", "position")))
         groups.setdefault((is_backbone, decay), []).append(param)
     out = []
     for (is_backbone, decay), params in sorted(groups.items()):

@@ -15,8 +15,10 @@ from torch import nn
 from calm.config import ExperimentConfig
 from calm.config.schema import ModelConfig
 from calm.data.annotations import SplitAnnotations
+from calm.data.synthetic.ambiguity import synthetic_metadata_path
 from calm.engine.evaluation.captioning import evaluate_captioning
 from calm.engine.evaluation.retrieval import evaluate, save_similarity
+from calm.engine.evaluation.uncertainty import evaluate_uncertainty, require_vae
 from calm.engine.inputs import DataSetup
 from calm.model.captioner import CALMCaptioner
 from calm.model.losses import (
@@ -50,8 +52,14 @@ class Task:
 
     def evaluate(self, model, ann: SplitAnnotations, data: DataSetup, cfg: ExperimentConfig,
                  device: torch.device, progress: bool = False, save_sim: str | Path | None = None,
-                 score=None) -> dict:
+                 score=None, uncertainty: bool = False) -> dict:
+        """Metrics of one split. `save_sim` writes the score matrix; `score` overrides the
+        config's ranking score; `uncertainty` adds the evaluation of the VAE's sigma."""
         raise NotImplementedError
+
+    def check_uncertainty(self, model) -> None:
+        """Raises unless this task and model can evaluate uncertainty (before any encoding)."""
+        raise ValueError(f"--uncertainty applies to retrieval checkpoints; this one is {self.name}")
 
     def selection_score(self, metrics: dict) -> float:
         raise NotImplementedError
@@ -71,13 +79,21 @@ class RetrievalTask(Task):
     def build_loss(self) -> CALMLoss:
         return CALMLoss(retrieval_task_loss)
 
-    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None):
+    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None,
+                 uncertainty=False):
         metrics, sim, emb = evaluate(model, ann, data, score or cfg.model.score,
                                      cfg.train.eval_batch_size, device, cfg.train.precision,
                                      progress)
         if save_sim:
             save_similarity(save_sim, sim, emb)
+        if uncertainty:
+            self.check_uncertainty(model)
+            metrics["uncertainty"] = evaluate_uncertainty(
+                model, emb, sim, device, synthetic_metadata_path(cfg.data.annotations))
         return metrics
+
+    def check_uncertainty(self, model) -> None:
+        require_vae(model)
 
     def selection_score(self, metrics: dict) -> float:
         return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
@@ -103,7 +119,10 @@ class CaptioningTask(Task):
         """Caption tokens must fit the decoder's positions."""
         return min(cfg.data.text_length, cfg.model.caption.max_length)
 
-    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None):
+    def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None,
+                 uncertainty=False):
+        if uncertainty:
+            self.check_uncertainty(model)
         if save_sim:
             raise ValueError("--save-sim applies to retrieval checkpoints; this one is captioning")
         return evaluate_captioning(model, ann, data, cfg.train.eval_batch_size, device,

@@ -6,9 +6,7 @@ import dataclasses
 
 from calm.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from calm.data.benchmarks.common import default_text_length
-from calm.data.synthetic.ambiguity import synthetic_metadata_path
 from calm.engine.checkpoint import load_model
-from calm.engine.evaluation.uncertainty import evaluate_split_with_uncertainty, require_vae
 from calm.engine.inputs import data_setup
 from calm.engine.runtime import pick_device
 from calm.engine.tasks import task_for
@@ -44,20 +42,20 @@ def evaluate_checkpoint(
     progress: bool = False,
     loaded=None,
     uncertainty: bool = False,
-    uncertainty_figure=None,
     options=None,
 ) -> dict:
-    """`uncertainty`: also measure the VAE's sigma (an `"uncertainty"` block; the figure goes to
-    `uncertainty_figure` when given); a model without a VAE is refused before any encoding.
-    `loaded`: a `(model, config, meta)` already built (e.g. zero_shot.model_from_config);
-    `options`: the target dataset's loader options (a checkpoint's own never carry over)."""
+    """Metrics of `checkpoint` on one split of any benchmark.
+
+    `uncertainty`: also measure the VAE's sigma (an `"uncertainty"` block; retrieval models with
+    a VAE only, refused before any encoding). `loaded`: a `(model, config, meta)` already built
+    (e.g. zero_shot.model_from_config); `options`: the target dataset's loader options (a
+    checkpoint's own never carry over).
+    """
     model, cfg, meta = loaded or load_model(checkpoint)
     cfg = target_config(cfg, dataset, annotations, videos, overrides, options)
     task = task_for(cfg)
     if uncertainty:
-        require_vae(model)
-        if task.name != "retrieval":
-            raise ValueError(f"--uncertainty applies to retrieval checkpoints; this one is {task.name}")
+        task.check_uncertainty(model)
     device = pick_device(cfg.train.device)
     model = model.to(device)
     score = cfg.model.score
@@ -65,13 +63,7 @@ def evaluate_checkpoint(
         score = dataclasses.replace(score, mode=score_mode)
     data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
                       task.text_length(cfg))
-    if uncertainty:
-        result = evaluate_split_with_uncertainty(
-            model, data.split(split), data, cfg, score, device, progress, save_sim,
-            uncertainty_figure, synthetic_metadata_path(annotations),
-        )
-    else:
-        result = task.evaluate(model, data.split(split), data, cfg, device, progress,
-                               save_sim=save_sim, score=score)
+    result = task.evaluate(model, data.split(split), data, cfg, device, progress,
+                           save_sim=save_sim, score=score, uncertainty=uncertainty)
     result.update(task=cfg.task, dataset=dataset, split=split, checkpoint=str(checkpoint))
     return result

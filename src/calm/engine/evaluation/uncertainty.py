@@ -22,7 +22,7 @@ import torch
 
 from calm.config.errors import ConfigError
 from calm.data.synthetic.ambiguity import AMBIGUITY_MEASURES, clip_ambiguity
-from calm.engine.evaluation.retrieval import SplitEmbeddings, evaluate, save_similarity
+from calm.engine.evaluation.retrieval import SplitEmbeddings
 from calm.metrics.retrieval import TIE_RULES, ranks_t2v, ranks_v2t
 from calm.metrics.uncertainty import (
     FRACTIONS,
@@ -127,10 +127,9 @@ def evaluate_uncertainty(
     emb: SplitEmbeddings,
     sim: torch.Tensor,
     device,
-    figure: str | Path | None = None,
     metadata: str | Path | None = None,
 ) -> dict:
-    """Everything `calm eval --uncertainty` reports, plus the figure when `figure` is a path.
+    """Everything `calm eval --uncertainty` reports (`calm.reports.uncertainty` draws it).
 
     `metadata` is a synthetic domain's metadata.json (see `synthetic_metadata_path`); when given,
     sigma-bar is correlated with each evaluated clip's ambiguity.
@@ -141,22 +140,4 @@ def evaluate_uncertainty(
         result["synthetic"] = _ambiguity_block(
             metadata, emb.video_ids, scores["sigma"], scores["vp_entropy"]
         )
-    if figure is not None:
-        from calm.engine.evaluation.uncertainty_figure import uncertainty_figure
-
-        result["figure"] = str(uncertainty_figure(result, Path(figure)))
-    return result
-
-
-def evaluate_split_with_uncertainty(
-    model, ann, data, cfg, score, device, progress: bool = False, save_sim=None,
-    figure: str | Path | None = None, metadata: str | Path | None = None,
-) -> dict:
-    """Retrieval metrics of one split plus the ``"uncertainty"`` block, from one encoding pass."""
-    require_vae(model)
-    result, sim, emb = evaluate(model, ann, data, score, cfg.train.eval_batch_size, device,
-                                cfg.train.precision, progress)
-    if save_sim:
-        save_similarity(save_sim, sim, emb)
-    result["uncertainty"] = evaluate_uncertainty(model, emb, sim, device, figure, metadata)
     return result

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from calm.reports.plotting import pyplot, save
 
 
 def _scores(block: dict) -> dict[str, dict]:
@@ -47,15 +40,10 @@ def _sparsification_panel(ax, block: dict, fractions: list[float], title: str) -
 
 def uncertainty_figure(result: dict, path: Path) -> Path:
     """Two rows (video as query, text as query) of two panels (bins, sparsification)."""
-    plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     sides = [(result, "video query (v2t)"), (result["text_query"], "text query (t2v)")]
     for row, (block, side) in zip(axes, sides):
         _bins_panel(row[0], block, f"{side}: R@1 per bin, n={block['n_queries']}")
         _sparsification_panel(row[1], block, result["fractions"], f"{side}: sparsification")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -1,4 +1,4 @@
-"""Figures and the markdown report of a comparison run (what `calm demo` writes)."""
+"""Figures of training runs: loss and validation curves, and anchor distributions of test pairs."""
 
 from __future__ import annotations
 
@@ -7,20 +7,12 @@ from pathlib import Path
 import torch
 
 from calm.engine.runlog import read_log
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from calm.reports.plotting import pyplot, save
 
 
 def training_curves(runs: dict[str, Path], path: Path) -> Path:
     """Task loss per step and validation t2v R@1 per evaluation, one line per run."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, run_dir in runs.items():
         records = read_log(Path(run_dir) / "metrics.jsonl")
@@ -39,17 +31,14 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path:
     ax_val.set_ylabel("t2v R@1 (%)")
     ax_val.set_title("validation")
     ax_val.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def anchor_figure(
     labels: list[str], pairs: list[dict[str, torch.Tensor]], path: Path, top: int = 8
 ) -> Path:
     """For each test pair: V_p, S_p and S_p-hat on the anchors the text puts most weight on."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(pairs), 1, figsize=(10, 2.6 * len(pairs)), squeeze=False)
     for ax, pair in zip(axes[:, 0], pairs):
         order = torch.argsort(pair["S_p"], descending=True)[:top].tolist()
@@ -62,7 +51,4 @@ def anchor_figure(
                       fontsize=7)
         ax.set_title(pair["caption"][:110], fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -1,0 +1,35 @@
+"""`calm search --index INDEX "query" [-k 10] [--json]`: ranked clips for a text query."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="find clips in an index by text (see `calm index`)")
+    p.add_argument("--index", required=True, help="an index folder written by `calm index`")
+    p.add_argument("query", help="what to look for, in words")
+    p.add_argument("-k", type=int, default=10, help="number of results (1-100, default 10)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--checkpoint", help="the index's checkpoint, when it has moved since indexing")
+    p.add_argument("--shortlist", type=int, default=None,
+                   help="videos scored exactly after the mean-vector shortlist (default 1000)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from calm.cli.main import UserError
+    from calm.search.searcher import DEFAULT_SHORTLIST, MAX_K, Searcher, format_results
+
+    if not 1 <= args.k <= MAX_K:
+        raise UserError(f"-k must be between 1 and {MAX_K}, got {args.k}")
+    if not args.query.strip():
+        raise UserError("the query is empty")
+    searcher = Searcher.open(args.index, args.checkpoint,
+                             shortlist=args.shortlist or DEFAULT_SHORTLIST)
+    result = searcher.search(args.query, args.k)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_results(result))
+    return 0

@@ -1,0 +1,106 @@
+"""`calm serve`: a search page and a JSON API over one index (Starlette + uvicorn, no build step).
+
+    GET /                       the page (static HTML + vanilla JS)
+    GET /api/search?q=...&k=... {"query", "results": [{"path", "score", "start", "end",
+                                 "anchors": [[label, p], ...], "confidence"}], "confident", "note"}
+    GET /media/<path>           an indexed video, with HTTP range requests (the page seeks in it)
+    GET /thumb/<path>           its thumbnail
+
+Only files listed in the index are served: the requested path must equal an indexed relative
+path exactly, and its real location (symlinks resolved) must still lie inside the indexed
+folder. Anything else -- traversal, encoded or not, absolute paths, symlinks that now lead out
+of the folder, files added after indexing -- gets 404. The server binds 127.0.0.1 unless told
+otherwise; k and the query length are bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from calm.search.searcher import MAX_K, Searcher
+
+MAX_QUERY_CHARS = 300
+DEFAULT_K = 12
+
+
+def _page() -> str:
+    return resources.files("calm.search").joinpath("static/page.html").read_text(encoding="utf-8")
+
+
+def _not_found() -> Response:
+    return JSONResponse({"error": "not found"}, status_code=404)
+
+
+def served_file(searcher: Searcher, rel: str) -> Path | None:
+    """The real file of an indexed path, or None when it is not indexed or leads outside the folder."""
+    index = searcher.index
+    if rel not in index.row_of:
+        return None
+    root = index.root.resolve()
+    try:
+        real = (root / rel).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(root) or not real.is_file():
+        return None
+    return real
+
+
+def create_app(searcher: Searcher) -> Starlette:
+    lock = threading.Lock()  # one query at a time: each takes milliseconds and uses all threads
+    page = _page()
+
+    async def home(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    def search(request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        if not query.strip():
+            return JSONResponse({"error": "the query parameter q is empty"}, status_code=400)
+        if len(query) > MAX_QUERY_CHARS:
+            return JSONResponse(
+                {"error": f"the query is longer than {MAX_QUERY_CHARS} characters"}, status_code=400
+            )
+        try:
+            k = int(request.query_params.get("k", DEFAULT_K))
+        except ValueError:
+            return JSONResponse({"error": "k must be an integer"}, status_code=400)
+        if not 1 <= k <= MAX_K:
+            return JSONResponse({"error": f"k must be between 1 and {MAX_K}"}, status_code=400)
+        with lock:
+            result = searcher.search(query, k)
+        body = result.to_json()
+        keep = ("path", "score", "start", "end", "anchors", "confidence")
+        body["results"] = [{key: r[key] for key in keep} for r in body["results"]]
+        return JSONResponse(body)
+
+    def media(request: Request) -> Response:
+        real = served_file(searcher, request.path_params["path"])
+        return FileResponse(real) if real else _not_found()
+
+    def thumb(request: Request) -> Response:
+        rel = request.path_params["path"]
+        if rel not in searcher.index.row_of:
+            return _not_found()
+        path = searcher.index.thumbnail_path(searcher.index.row_of[rel])
+        return FileResponse(path, media_type="image/jpeg") if path.is_file() else _not_found()
+
+    return Starlette(routes=[
+        Route("/", home),
+        Route("/api/search", search),
+        Route("/media/{path:path}", media),
+        Route("/thumb/{path:path}", thumb),
+    ])
+
+
+def serve(searcher: Searcher, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(searcher), host=host, port=port, log_level="info")
