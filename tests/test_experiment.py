@@ -59,8 +59,11 @@ def test_bootstrap_pools_seeds_per_query_with_one_draw_shared_by_all_seeds():
     assert res["diff"] == 0.0
     assert (res["low"], res["high"]) == (-0.5, 0.5)
     assert res["n_seeds"] == 2 and res["n_queries"] == 2
-    # drawing each seed's queries independently would give 9 values from -1 to 1 instead
-    assert paired_bootstrap(scores, reference, n_resamples=10_000, seed=1)["low"] == -0.5
+    # per-seed differences [1, -1] and [-1, 1]: every query's seed average is 0, so one shared
+    # draw gives exactly [0, 0]; drawing each seed's queries on its own would give [-1, 1]
+    # (both seeds at their extreme together with probability 1/16 > 2.5%)
+    res = paired_bootstrap([[1, 0], [0, 1]], [[0, 1], [1, 0]], n_resamples=10_000)
+    assert (res["diff"], res["low"], res["high"]) == (0.0, 0.0, 0.0)
 
 
 def test_bootstrap_is_reproducible_and_checks_its_input():
@@ -170,6 +173,8 @@ def test_a_run_is_configured_exactly_as_the_demo_configures_it(tmp_path):
     ({"grid": {"model.alignment.name": ["none"], "model.anchors.refresh": ["sometimes"]}},
      "sometimes"),
     ({"grid": {"model.alignment.name": []}}, "non-empty"),
+    ({"grid": {"model.alignment.name": ["none", "vea"]}}, "vea"),
+    ({"base": {"scale": "tiny", "fusion": "xpol"}}, "xpol"),
     ({"base": {"scale": "tiny", "seed": 3}}, "base.seed"),
     ({"base": {"scale": "huge"}}, "base.scale"),
     ({"base": {"scael": "tiny"}}, "scael"),
@@ -228,9 +233,11 @@ def test_results_files_hold_every_cell_domain_and_comparison(finished):
             result = _result(out, cell, seed)
             for domain in DOMAINS:
                 d = result["domains"][domain]
-                ranks = np.asarray(d["t2v_ranks"])
-                assert len(ranks) == len(d["text_ids"]) == d["n_texts"] and ranks.min() >= 1
-                assert d["t2v"]["R@1"] == pytest.approx(100 * np.mean(ranks <= 1))
+                ranks, hits = np.asarray(d["t2v_ranks"]), np.asarray(d["t2v_hits_at_1"])
+                assert len(ranks) == len(hits) == len(d["text_ids"]) == d["n_texts"]
+                assert ranks.min() >= 1 and ((hits >= 0) & (hits <= 1)).all()
+                assert np.all(hits[ranks <= 1] > 0) and np.all(hits[ranks >= 2] < 1)
+                assert d["t2v"]["R@1"] == pytest.approx(100 * hits.mean())
                 assert d["t2v"]["MnR"] == pytest.approx(ranks.mean())
             ckpts = out / "cells" / cell / f"seed{seed}" / "train" / "checkpoints"
             assert [p.name for p in ckpts.iterdir()] == ["best.safetensors"]
@@ -330,8 +337,9 @@ def test_finished_runs_are_never_rerun_and_stopped_ones_resume(finished, tmp_pat
     for key in (("none", 1), ("vae", 1), ("vae", 0)):
         rerun = _result(out, *key)
         for domain in DOMAINS:
-            assert rerun["domains"][domain]["t2v_ranks"] == \
-                originals[key]["domains"][domain]["t2v_ranks"], (key, domain)
+            for field in ("t2v_ranks", "t2v_hits_at_1"):
+                assert rerun["domains"][domain][field] == \
+                    originals[key]["domains"][domain][field], (key, domain, field)
     assert json.loads((out / "results.json").read_text())["finished_runs"] == 4
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import pathlib
 import tracemalloc
 
@@ -44,7 +45,17 @@ def _first_hit(scores, is_gt, ties):
         return pos(True)
     if ties == "pessimistic":
         return pos(False)
-    return (pos(True) + pos(False)) / 2
+    return float(np.mean(_random_tie_positions(scores, is_gt)))
+
+
+def _random_tie_positions(scores, is_gt):
+    """First-hit position under every equally likely placement of the ground truths among the
+    candidates tied with the best ground-truth score (exhaustive, no formula)."""
+    best = max(float(s) for s, g in zip(scores, is_gt) if g)
+    above = sum(1 for s in scores if float(s) > best)
+    tied = [g for s, g in zip(scores, is_gt) if float(s) == best]
+    m = sum(tied)
+    return [above + min(slots) + 1 for slots in itertools.combinations(range(len(tied)), m)]
 
 
 def ref_t2v(sim, t2v, ties):
@@ -120,7 +131,7 @@ def test_all_tied_row():
     # pessimistic 9 (8 others >= gt), mean 5.
     sim = np.full((1, 9), 0.25)
     for gt in (0, 4, 8):
-        assert ranks_t2v(sim, [gt]).tolist() == [1]
+        assert ranks_t2v(sim, [gt], ties="optimistic").tolist() == [1]
         assert ranks_t2v(sim, [gt], ties="pessimistic").tolist() == [9]
         assert ranks_t2v(sim, [gt], ties="mean").tolist() == [5.0]
 
@@ -144,12 +155,16 @@ SIM_4x4 = np.array([[9, 1, 9, 3], [8, 7, 2, 1], [5, 6, 4, 4], [1, 2, 3, 0]], dty
 
 def test_hand_worked_4x4():
     t2v = np.arange(4)
-    assert ranks_t2v(SIM_4x4, t2v).tolist() == [1, 2, 3, 4]
+    assert ranks_t2v(SIM_4x4, t2v, ties="optimistic").tolist() == [1, 2, 3, 4]
     assert ranks_t2v(SIM_4x4, t2v, ties="pessimistic").tolist() == [2, 2, 4, 4]
     assert ranks_t2v(SIM_4x4, t2v, ties="mean").tolist() == [1.5, 2.0, 3.5, 4.0]
-    assert ranks_v2t(SIM_4x4, t2v).tolist() == [1, 1, 2, 4]
+    assert ranks_v2t(SIM_4x4, t2v, ties="optimistic").tolist() == [1, 1, 2, 4]
     assert ranks_v2t(SIM_4x4, t2v, ties="pessimistic").tolist() == [1, 1, 2, 4]
-    res = retrieval_metrics(SIM_4x4, t2v)
+    # expected hits: t0 is tied with v2 for first place -> half a hit
+    res_m = retrieval_metrics(SIM_4x4, t2v)
+    assert res_m["tie_rule"] == "expected-under-random-tie-breaking"
+    assert res_m["t2v"] == {"R@1": 12.5, "R@5": 100.0, "R@10": 100.0, "MdR": 2.75, "MnR": 2.75}
+    res = retrieval_metrics(SIM_4x4, t2v, ties="optimistic")
     assert res["t2v"] == {"R@1": 25.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.5, "MnR": 2.5}
     assert res["v2t"] == {"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.5, "MnR": 2.0}
     assert res["tie_rule"] == "strictly-better"
@@ -179,12 +194,13 @@ T2V_MC = np.array([0, 0, 1, 2, 2])
 
 
 def test_hand_worked_multi_caption():
-    assert ranks_t2v(SIM_MC, T2V_MC).tolist() == [1, 2, 1, 1, 1]
+    assert ranks_t2v(SIM_MC, T2V_MC, ties="optimistic").tolist() == [1, 2, 1, 1, 1]
     assert ranks_t2v(SIM_MC, T2V_MC, ties="pessimistic").tolist() == [1, 3, 4, 1, 1]
-    assert ranks_v2t(SIM_MC, T2V_MC).tolist() == [2, 1, 1]
+    assert ranks_v2t(SIM_MC, T2V_MC, ties="optimistic").tolist() == [2, 1, 1]
     assert ranks_v2t(SIM_MC, T2V_MC, ties="pessimistic").tolist() == [2, 2, 1]
+    # v2's two captions tie at 8 with nothing else: its first caption is surely first
     assert ranks_v2t(SIM_MC, T2V_MC, ties="mean").tolist() == [2.0, 1.5, 1.0]
-    res = retrieval_metrics(SIM_MC, T2V_MC)
+    res = retrieval_metrics(SIM_MC, T2V_MC, ties="optimistic")
     assert res["n_texts"] == 5 and res["n_videos"] == 4
     assert res["n_videos_without_captions"] == 1
     assert res["t2v"] == pytest.approx(
@@ -216,9 +232,9 @@ def test_padding_never_counts(pad_score):
         assert np.array_equal(ranks_v2t(sim, T2V_MC, ties=ties), ref_v2t(sim, T2V_MC, ties))
     # Huge score: t4 now beats v1's caption (4) -> rank 2, not 1 (a counted pad would give 1).
     if pad_score > 4:
-        assert ranks_v2t(sim, T2V_MC)[1] == 2
+        assert ranks_v2t(sim, T2V_MC, ties="optimistic")[1] == 2
     else:
-        assert ranks_v2t(sim, T2V_MC)[1] == 1
+        assert ranks_v2t(sim, T2V_MC, ties="optimistic")[1] == 1
 
 
 def test_padding_with_all_negative_scores():
@@ -334,8 +350,9 @@ def test_metrics_package_imports_nothing_from_calm():
 def test_matches_brute_force(prob):
     sim, t2v = prob
     for ties in TIES:
-        assert np.array_equal(ranks_t2v(sim, t2v, ties=ties), ref_t2v(sim, t2v, ties))
-        assert np.array_equal(ranks_v2t(sim, t2v, ties=ties), ref_v2t(sim, t2v, ties))
+        same = np.allclose if ties == "mean" else np.array_equal  # expectations are floats
+        assert same(ranks_t2v(sim, t2v, ties=ties), ref_t2v(sim, t2v, ties))
+        assert same(ranks_v2t(sim, t2v, ties=ties), ref_v2t(sim, t2v, ties))
 
 
 @settings(max_examples=80, deadline=None)
@@ -379,7 +396,7 @@ def test_ranks_in_range_and_ordered(prob):
     sim, t2v = prob
     n_t, n_v = sim.shape
     for fn, n in ((ranks_t2v, n_v), (ranks_v2t, n_t)):
-        opt = fn(sim, t2v)
+        opt = fn(sim, t2v, ties="optimistic")
         pes = fn(sim, t2v, ties="pessimistic")
         mean = fn(sim, t2v, ties="mean")
         assert opt.dtype.kind == "i" and pes.dtype.kind == "i"
@@ -388,3 +405,47 @@ def test_ranks_in_range_and_ordered(prob):
     n_with = int((np.bincount(t2v, minlength=n_v) > 0).sum())
     assert ranks_v2t(sim, t2v).shape == (n_with,)
     assert retrieval_metrics(sim, t2v)["n_videos_without_captions"] == n_v - n_with
+
+
+# --------------------------------------------------------------------------------------------
+# expected hits under random tie-breaking (the default): collapsed models score chance
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 7, 50, 180])
+def test_constant_scores_give_chance_not_perfection(n):
+    sim = np.zeros((n, n))
+    res = retrieval_metrics(sim, np.arange(n))
+    for d in ("t2v", "v2t"):
+        assert res[d]["R@1"] == pytest.approx(100.0 / n)
+        assert res[d]["R@5"] == pytest.approx(100.0 * min(5, n) / n)
+        assert res[d]["MnR"] == pytest.approx((n + 1) / 2)
+    assert retrieval_metrics(sim, np.arange(n), ties="optimistic")["t2v"]["R@1"] == 100.0
+
+
+def test_constant_scores_with_several_captions_per_video():
+    # 3 videos x 4 captions, all tied: the first of 4 own captions among 12 texts lands in the
+    # top 1 with probability 4/12, in the top 5 with 1 - C(8,5)/C(12,5)
+    t2v = np.repeat(np.arange(3), 4)
+    res = retrieval_metrics(np.zeros((12, 3)), t2v)
+    assert res["v2t"]["R@1"] == pytest.approx(100 * 4 / 12)
+    assert res["v2t"]["R@5"] == pytest.approx(100 * (1 - 56 / 792))
+    assert res["v2t"]["MnR"] == pytest.approx(13 / 5)
+    assert res["t2v"]["R@1"] == pytest.approx(100 / 3)
+
+
+@settings(max_examples=120, deadline=None)
+@given(problems(), st.sampled_from([1, 2, 5]))
+def test_expected_hits_match_exhaustive_tie_breaking(prob, k):
+    sim, t2v = prob
+    t2v_ref = [np.mean(np.array(_random_tie_positions(list(sim[i]),
+                                                      [j == t2v[i] for j in range(sim.shape[1])]))
+                       <= k) for i in range(sim.shape[0])]
+    assert M.hit_rates(sim, t2v, "t2v", k) == pytest.approx(np.array(t2v_ref))
+    v2t_ref = [np.mean(np.array(_random_tie_positions(list(sim[:, j]),
+                                                      [t2v[i] == j for i in range(sim.shape[0])]))
+                       <= k) for j in range(sim.shape[1]) if (t2v == j).any()]
+    assert M.hit_rates(sim, t2v, "v2t", k) == pytest.approx(np.array(v2t_ref))
+    res = retrieval_metrics(sim, t2v)
+    if k != 2:  # R@2 is not reported
+        assert res["t2v"][f"R@{k}"] == pytest.approx(100 * np.mean(t2v_ref))

@@ -15,15 +15,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from calm.config import ExperimentConfig, load
+    from calm.engine.tasks import task_for
     from calm.model.info import parameter_counts
-    from calm.model.retrieval import CALM
 
     cfg = load(ExperimentConfig, args.config, args.overrides, allow_missing=True)
-    model = CALM.from_config(cfg.model)
+    model = task_for(cfg).build_model(cfg.model)
     counts = parameter_counts(model)
     counts["config"] = {
+        "task": cfg.task,
         "backbone": cfg.model.backbone.name,
-        "fusion": cfg.model.fusion.name,
+        "fusion": cfg.model.fusion.name if hasattr(model, "fusion") else None,
         "alignment": cfg.model.alignment.name,
         "anchors": cfg.model.anchors.labels,
         "num_anchors": model.anchors.num_anchors if model.anchors is not None else 0,

@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 
 def register(sub) -> None:
+    from calm.demo.pretrain import SOURCES, PretrainConfig
+
+    defaults = {f.name: f.default for f in fields(PretrainConfig)}
     p = sub.add_parser("pretrain-clip", help="train (or reuse) a small CLIP on synthetic image-captions")
-    p.add_argument("--data", required=True, help="a `calm synth` output folder")
+    p.add_argument("--data", required=True,
+                   help="a `calm synth` output folder (its pretrain/ pairs are held out for evaluation)")
     p.add_argument("--out", help="write the weights here (default: the user cache, reused if present)")
     p.add_argument("--cache-dir", help="cache folder (default: $CALM_CACHE or ~/.cache/calm)")
-    p.add_argument("--model", default="calm-small")
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=defaults["model"])
+    p.add_argument("--steps", type=int, default=defaults["steps"])
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--source", choices=SOURCES, default=defaults["source"],
+                   help="stream: fresh pairs every step (default); split: the folder's fixed pairs")
+    p.add_argument("--workers", type=int, default=defaults["workers"],
+                   help="processes rendering stream pairs (0: render in the training process)")
+    p.add_argument("--eval-pairs", type=int, default=defaults["eval_pairs"],
+                   help="held-out pairs for zero-shot R@1 and anchor mAP (0: skip)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from calm.cli.main import UserError
     from calm.demo.pretrain import PretrainConfig, pretrain_clip, pretrained_clip
 
+    for name in ("steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.workers < 0 or args.eval_pairs < 0:
+        raise UserError("--workers and --eval-pairs must be >= 0")
     cfg = PretrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed)
+                         lr=args.lr, seed=args.seed, source=args.source, workers=args.workers,
+                         eval_pairs=args.eval_pairs)
     if args.out:
         info = pretrain_clip(args.data, args.out, cfg)
     else:

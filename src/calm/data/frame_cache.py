@@ -174,18 +174,25 @@ class FrameCache:
             return rel
         return self._by_stem.get(os.path.splitext(rel)[0])
 
-    def images(self, record: dict, rows: list[int]) -> np.ndarray:
-        """uint8 [len(rows), S, S, 3] of a clip's stored frames."""
+    def images(self, record: dict, rows: list[int]) -> torch.Tensor:
+        """uint8 [len(rows), 3, S, S] of a clip's stored frames."""
         s = self.settings.image_size
         data = self._shard(record["shard"])
         starts = np.cumsum([record["offset"], *record["sizes"]])
-        out = np.empty((len(rows), s, s, 3), dtype=np.uint8)
+        out = torch.empty(len(rows), 3, s, s, dtype=torch.uint8)
+        planes = out.numpy()  # the same memory: numpy writes, no copy back
         for n, row in enumerate(rows):
             chunk = data[starts[row] : starts[row + 1]]
-            if self.settings.codec == "raw":
-                out[n] = np.frombuffer(chunk, dtype=np.uint8).reshape(s, s, 3)
-            else:
-                out[n] = _decode_jpeg(chunk, s)
+            try:
+                if self.settings.codec == "raw":
+                    planes[n] = chunk.reshape(s, s, 3).transpose(2, 0, 1)
+                else:
+                    planes[n] = _decode_jpeg(chunk).transpose(2, 0, 1)
+            except (OSError, ValueError) as exc:  # a shard damaged after it was written
+                raise DataError(
+                    f"{self.root / record['shard']}: frame {row} of {record['key']} is unreadable "
+                    f"({exc}); delete its manifest line and rerun calm prepare-frames"
+                ) from exc
         return out
 
     def _shard(self, name: str) -> np.memmap:
@@ -207,14 +214,12 @@ class FrameCache:
         return CachedFrames(self, spec, videos_root, mode, augment)
 
 
-def _decode_jpeg(chunk: np.ndarray, size: int) -> np.ndarray:
+def _decode_jpeg(chunk: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> uint8 [S, S, 3] (Pillow's libjpeg-turbo)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(chunk.tobytes())) as image:
-        array = np.asarray(image.convert("RGB"))
-    if array.shape != (size, size, 3):
-        raise DataError(f"frame cache: stored frame is {array.shape}, expected {size}x{size}x3")
-    return array
+    with Image.open(io.BytesIO(chunk)) as image:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 class CachedFrames:

@@ -141,21 +141,22 @@ def augment_clip(
 
 
 def to_clip(
-    images: np.ndarray | torch.Tensor,
+    images: torch.Tensor,
     num_frames: int,
     augment: bool = False,
     rng: random.Random | None = None,
     min_crop_area: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images [n, S, S, 3] -> (uint8 frames [T, 3, S, S] zero-padded, bool mask [T])."""
-    x = torch.as_tensor(images).permute(0, 3, 1, 2)
-    if augment:
-        x = augment_clip(x, rng, min_crop_area)
+    """uint8 images [n, 3, S, S] -> (uint8 frames [T, 3, S, S] zero-padded, bool mask [T])."""
+    x = augment_clip(images, rng, min_crop_area) if augment else images
     n, s = x.shape[0], x.shape[-1]
-    frames = torch.zeros(num_frames, 3, s, s, dtype=torch.uint8)
-    frames[:n] = x
     mask = torch.zeros(num_frames, dtype=torch.bool)
     mask[:n] = True
+    if n == num_frames:
+        return x.contiguous(), mask
+    frames = torch.empty(num_frames, 3, s, s, dtype=torch.uint8)
+    frames[:n] = x
+    frames[n:] = 0
     return frames, mask
 
 
@@ -230,7 +231,7 @@ class FrameSampler:
 
         Raises VideoDecodeError(path, reason) for a missing, unreadable, truncated or empty file.
         """
-        images = self.decode_uint8(path, rng)
+        images = torch.from_numpy(self.decode_uint8(path, rng)).permute(0, 3, 1, 2)
         return to_clip(images, self.spec.num_frames, self.augment, rng, self.min_crop_area)
 
     def __call__(self, path, rng: random.Random | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,7 +44,7 @@ from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 from calm.engine.evaluation.ood import Target, synthetic_targets
 from calm.engine.runtime import pick_device
 from calm.engine.train import train
-from calm.metrics.retrieval import ranks_t2v
+from calm.metrics.retrieval import TIE_RULES, hit_rates, ranks_t2v
 
 
 @dataclass
@@ -120,21 +120,26 @@ def train_run(cfg: ExperimentConfig, train_dir: Path) -> dict:
 
 
 def evaluate_run(checkpoint: Path, setting: Setting, sim_dir: Path) -> dict:
-    """Metrics and every test query's rank of its true video (the tie rule of the metrics:
-    strictly better candidates count), per domain."""
+    """Metrics per domain, and per test query its rank of its true video and its R@1 term (1 for
+    a hit; under random tie-breaking, the probability of one), by the tie rule the metrics used,
+    so that the mean of the terms is the reported R@1."""
     loaded = load_model(checkpoint)
+    rule_key = {name: key for key, name in TIE_RULES.items()}
     domains = {}
     for target in setting.targets:
         prefix = sim_dir / target.name
         result = evaluate_checkpoint(checkpoint, target.dataset, target.annotations,
                                      target.videos, target.split, save_sim=prefix, loaded=loaded)
         ids = json.loads(prefix.with_suffix(".json").read_text())
-        ranks = ranks_t2v(np.load(prefix.with_suffix(".npy")), np.asarray(ids["text_to_video"]))
+        sim, truth = np.load(prefix.with_suffix(".npy")), np.asarray(ids["text_to_video"])
+        ties = rule_key[result["tie_rule"]]
         domains[target.name] = {
             "in_domain": target.name == setting.domain["name"],
             "n_texts": result["n_texts"], "n_videos": result["n_videos"],
-            "t2v": result["t2v"], "v2t": result["v2t"],
-            "text_ids": ids["text_ids"], "t2v_ranks": ranks.tolist(),
+            "t2v": result["t2v"], "v2t": result["v2t"], "tie_rule": result["tie_rule"],
+            "text_ids": ids["text_ids"],
+            "t2v_ranks": ranks_t2v(sim, truth, ties).tolist(),
+            "t2v_hits_at_1": hit_rates(sim, truth, "t2v", 1, ties).tolist(),
         }
     return domains
 

@@ -35,6 +35,8 @@ from calm.config import ConfigError, ExperimentConfig, from_dict, to_dict
 from calm.config.loader import read_yaml
 from calm.data.synthetic import SCALES
 from calm.demo.run import DemoConfig, experiment_config
+from calm.model.fusion import FUSION_HEADS
+from calm.model.losses import ALIGNMENTS
 
 ALIGNMENT_KEY = "model.alignment.name"
 REFERENCE = "none"  # every other alignment is compared against this one
@@ -220,7 +222,14 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
         raise ConfigError(f"{source}: two cells would share a folder name: {names}")
     placeholder = {"loader": "msrvtt", "annotations": "annotations", "videos": "videos"}
     for cell in grid.cells():  # a typo in a key or a bad value fails now, not hours later
-        run_config(grid, cell, seeds[0], Path("data"), placeholder, Path("clip"), 1)
+        cfg = run_config(grid, cell, seeds[0], Path("data"), placeholder, Path("clip"), 1)
+        for key, name, registry in (
+            (ALIGNMENT_KEY, cfg.model.alignment.name, ALIGNMENTS),
+            ("model.fusion.name", cfg.model.fusion.name, FUSION_HEADS),
+        ):
+            if name not in registry:
+                raise ConfigError(f"{source}: cell {cell.name}: {key}: {name!r} is not one of "
+                                  f"{registry.names()}")
     return grid
 
 

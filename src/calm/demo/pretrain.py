@@ -174,6 +174,10 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
     g = torch.Generator().manual_seed(cfg.seed)
     losses = []
     clip.train()
+    # the renderer takes a core of its own: more torch threads than free cores only spin
+    threads = torch.get_num_threads()
+    if cfg.source == "stream" and cfg.workers:
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - cfg.workers)))
     bar = tqdm(total=cfg.steps, desc=f"pretrain toy CLIP ({cfg.source})", disable=not progress,
                dynamic_ncols=True)
     with Phase() as train_phase:
@@ -192,6 +196,7 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
+    torch.set_num_threads(threads)
     with Phase() as eval_phase:
         heldout = evaluate_toy_clip(backbone, root, cfg.eval_pairs) if cfg.eval_pairs else {}
     state = {k: v.detach().contiguous() for k, v in clip.state_dict().items()}

@@ -127,13 +127,14 @@ def train(
                        disable=not (progress and env.is_main), dynamic_ncols=True)
             started, clips = time.perf_counter(), 0
             for batch in loader:
-                state.skips.update(batch["skipped"])
-                state.batch += 1
                 terms = None
                 # a contrastive step needs two pairs; under DDP every rank must step together
                 if distributed.all_ranks(batch["size"] >= (1 if env.enabled else 2)):
                     terms = train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc,
                                        state, task.after_step)
+                # consumed only once its step is done: a Ctrl-C inside the step resumes at it
+                state.skips.update(batch["skipped"])
+                state.batch += 1
                 if terms is None:
                     state.skipped_steps += 1
                 else:

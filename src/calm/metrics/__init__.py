@@ -8,8 +8,10 @@ from .captioning import (
     ptb_tokenize,
 )
 from .retrieval import (
+    DEFAULT_TIES,
     TIE_RULES,
     caption_groups,
+    hit_rates,
     ranks_t2v,
     ranks_v2t,
     retrieval_metrics,
@@ -19,8 +21,10 @@ from .retrieval import (
 __all__ = [
     "METRIC_NAMES",
     "JavaNotFoundError",
+    "DEFAULT_TIES",
     "TIE_RULES",
     "caption_groups",
+    "hit_rates",
     "caption_metrics",
     "close_meteor",
     "ptb_tokenize",

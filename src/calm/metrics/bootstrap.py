@@ -1,7 +1,8 @@
 """Seed spread and paired bootstrap intervals for comparing two methods on the same test queries.
 
-Pure functions over per-query scores (for R@1: 100 where a query's true video is ranked first,
-else 0). Nothing here imports from ``calm``.
+Pure functions over per-query scores (for R@1: 100 times each query's hit, 1 when its true video
+is ranked first, else 0, or its probability under random tie-breaking). Nothing here imports from
+``calm``.
 
 ``paired_bootstrap(scores, reference)`` takes ``[n_seeds, n_queries]`` arrays (or one seed as
 ``[n_queries]``): entry ``[s, q]`` is query q's score in the run with fine-tuning seed s. Every

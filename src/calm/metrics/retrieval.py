@@ -6,11 +6,17 @@ Pure functions over a similarity matrix ``sim[n_texts, n_videos]`` and ``text_to
 Rank definition (1-based; a perfect ranking has MdR = MnR = 1). Ranks are *counted*, never
 read off a sort, so they cannot depend on the order of candidates:
 
-* ``ties="optimistic"`` (default, reported as ``"strictly-better"``):
-  rank = 1 + #candidates whose score is strictly greater than the ground truth.
+* ``ties="mean"`` (default, reported as ``"expected-under-random-tie-breaking"``): every
+  number is its expectation when tied candidates are ordered uniformly at random. The rank is
+  the expected rank (float) and R@K the expected fraction of hits, so a collapsed model whose
+  scores are all equal gets R@1 = 100/n (chance), never 100, and checkpoint selection cannot
+  prefer it. With m own captions among g tied texts (video->text), the first hit's position
+  in the tie group has P(pos <= j) = 1 - C(g-m, j) / C(g, j).
+* ``ties="optimistic"`` (``"strictly-better"``): rank = 1 + #candidates whose score is strictly
+  greater than the ground truth. A constant scorer gets R@1 = 100: use only to compare with
+  code that counts this way.
 * ``ties="pessimistic"`` (``"better-or-equal"``): rank = 1 + #non-ground-truth candidates whose
   score is >= the ground truth.
-* ``ties="mean"``: the average of the two (float ranks).
 
 Video->text with several captions per video: the ground-truth score of a video is the max over its
 own captions (its best-ranked caption), and every text is a candidate. Optimistic rank =
@@ -24,14 +30,19 @@ exist at a time (no second full copy of a 27,763 x 670 MSVD matrix). NaN scores 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_TIES",
     "TIE_RULES",
     "caption_groups",
+    "expected_hits",
+    "expected_rank",
+    "hit_rates",
     "ranks_t2v",
     "ranks_v2t",
     "retrieval_metrics",
@@ -40,10 +51,12 @@ __all__ = [
 
 #: ``ties`` argument -> the rule's name as reported in ``retrieval_metrics(...)["tie_rule"]``.
 TIE_RULES: dict[str, str] = {
+    "mean": "expected-under-random-tie-breaking",
     "optimistic": "strictly-better",
     "pessimistic": "better-or-equal",
-    "mean": "mean-of-strictly-better-and-better-or-equal",
 }
+DEFAULT_TIES = "mean"
+RECALL_AT = (1, 5, 10)
 
 # Auto chunk: about 4M scores per chunk (32 MB as float64) whatever the number of columns.
 _CHUNK_ELEMENTS = 1 << 22
@@ -218,47 +231,85 @@ def _count_ranks(
     if want_t2v:
         out["t2v_opt"] = 1 + t2v_gt_count
         out["t2v_pes"] = t2v_ge_count  # = 1 + (ge_count - 1): the gt itself is excluded
+        out["t2v_own_tied"] = np.ones(n_texts, dtype=np.int64)
     if want_v2t:
         # own captions scoring >= best are exactly those tied at the max; exclude them.
         own_ge = np.bincount(t2v, weights=(gt >= best[t2v]), minlength=n_videos)
         own_ge = own_ge.astype(np.int64)
         out["v2t_opt"] = (1 + v2t_gt_count)[has_caption]
         out["v2t_pes"] = (1 + v2t_ge_count - own_ge)[has_caption]
+        out["v2t_own_tied"] = own_ge[has_caption]
     return out
 
 
-def _apply_ties(opt: np.ndarray, pes: np.ndarray, ties: str) -> np.ndarray:
+def _apply_ties(opt: np.ndarray, pes: np.ndarray, ties: str, own_tied: np.ndarray) -> np.ndarray:
     if ties == "optimistic":
         return opt
     if ties == "pessimistic":
         return pes
-    return (opt + pes) / 2.0
+    return expected_rank(opt, pes, own_tied)
+
+
+def expected_rank(opt: np.ndarray, pes: np.ndarray, own_tied: np.ndarray) -> np.ndarray:
+    """Expected rank of the first ground truth when ties are ordered uniformly at random.
+
+    The tie group holds g = (pes - opt) others + m own items; the first own item's expected
+    position in it is (g + 1) / (m + 1).
+    """
+    m = np.asarray(own_tied, dtype=np.float64)
+    g = (np.asarray(pes) - np.asarray(opt)) + m
+    return np.asarray(opt) - 1.0 + (g + 1.0) / (m + 1.0)
+
+
+def expected_hits(opt: np.ndarray, pes: np.ndarray, own_tied: np.ndarray, k: int) -> np.ndarray:
+    """P(rank <= k) per query under random tie-breaking: 1 - C(g-m, j) / C(g, j), with j the
+    number of tie-group positions that still fall within the top k."""
+    opt = np.asarray(opt, dtype=np.int64)
+    m = np.asarray(own_tied, dtype=np.int64)
+    others = np.asarray(pes, dtype=np.int64) - opt  # tied candidates that are not ground truth
+    g = others + m
+    j = np.clip(k - opt + 1, 0, g)
+    out = np.ones(opt.shape, dtype=np.float64)
+    miss_possible = j <= others  # else a ground truth surely lands within the top k
+    jj, gg, oo = j[miss_possible], g[miss_possible], others[miss_possible]
+    mm = m[miss_possible]
+    single = mm == 1  # one ground truth (every text query): exactly j / g
+    ratio = np.empty(jj.shape, dtype=np.float64)
+    ratio[single] = (gg[single] - jj[single]) / gg[single]
+    lg = np.vectorize(math.lgamma, otypes=[np.float64])
+    many = ~single
+    if many.any():  # C(others, j) / C(g, j) = others! (g - j)! / ((others - j)! g!)
+        o, gm, jm = oo[many], gg[many], jj[many]
+        ratio[many] = np.exp(lg(o + 1.0) + lg(gm - jm + 1.0) - lg(o - jm + 1.0) - lg(gm + 1.0))
+    out[miss_possible] = np.clip(1.0 - ratio, 0.0, 1.0)
+    return out
 
 
 def ranks_t2v(
     sim: torch.Tensor | np.ndarray,
     text_to_video: Any,
-    ties: str = "optimistic",
+    ties: str = DEFAULT_TIES,
     chunk_size: int | None = None,
 ) -> np.ndarray:
     """1-based rank of each text's ground-truth video among all videos, shape [n_texts].
 
-    ``ties="optimistic"`` (default): 1 + #videos scoring strictly above the ground truth;
-    ``"pessimistic"``: 1 + #other videos scoring >= it; ``"mean"``: their average (float).
-    Counting (not sorting) makes the result independent of candidate order. int64 unless
-    ``ties="mean"``. ``chunk_size`` rows are processed at a time (None: automatic).
+    ``ties="mean"`` (default): the expected rank under random tie-breaking (float);
+    ``"optimistic"``: 1 + #videos scoring strictly above the ground truth; ``"pessimistic"``:
+    1 + #other videos scoring >= it. Counting (not sorting) makes the result independent of
+    candidate order. int64 unless ``ties="mean"``. ``chunk_size`` rows are processed at a time
+    (None: automatic).
     """
     _check_ties(ties)
     n_texts, n_videos = _check_sim(sim)
     t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
     c = _count_ranks(sim, t2v, chunk_size, want_t2v=True, want_v2t=False)
-    return _apply_ties(c["t2v_opt"], c["t2v_pes"], ties)
+    return _apply_ties(c["t2v_opt"], c["t2v_pes"], ties, c["t2v_own_tied"])
 
 
 def ranks_v2t(
     sim: torch.Tensor | np.ndarray,
     text_to_video: Any,
-    ties: str = "optimistic",
+    ties: str = DEFAULT_TIES,
     chunk_size: int | None = None,
 ) -> np.ndarray:
     """1-based rank of each video's best-ranked own caption among ALL texts.
@@ -266,13 +317,50 @@ def ranks_v2t(
     Shape [n_videos_with_captions], in increasing video index; videos with no caption are
     excluded (they have no ground truth). With g = max score over the video's captions,
     optimistic rank = 1 + #texts scoring strictly above g; pessimistic = 1 + #texts that are not
-    its captions scoring >= g; ``"mean"`` averages them (float).
+    its captions scoring >= g; ``"mean"`` is the expected rank of the first caption when ties
+    are ordered at random (float).
     """
     _check_ties(ties)
     n_texts, n_videos = _check_sim(sim)
     t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
     c = _count_ranks(sim, t2v, chunk_size, want_t2v=False, want_v2t=True)
-    return _apply_ties(c["v2t_opt"], c["v2t_pes"], ties)
+    return _apply_ties(c["v2t_opt"], c["v2t_pes"], ties, c["v2t_own_tied"])
+
+
+def hit_rates(
+    sim: torch.Tensor | np.ndarray,
+    text_to_video: Any,
+    direction: str,
+    k: int = 1,
+    ties: str = DEFAULT_TIES,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """Per query of `direction` ("t2v" or "v2t"), the probability that its ground truth is in the
+    top k: 0/1 for the optimistic and pessimistic rules, the expectation under random
+    tie-breaking for "mean". Queries as in `ranks_t2v` / `ranks_v2t`."""
+    _check_ties(ties)
+    if direction not in ("t2v", "v2t"):
+        raise ValueError(f"direction must be 't2v' or 'v2t', got {direction!r}")
+    n_texts, n_videos = _check_sim(sim)
+    t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
+    c = _count_ranks(sim, t2v, chunk_size, want_t2v=direction == "t2v",
+                     want_v2t=direction == "v2t")
+    return _hits(c, direction, ties, k)
+
+
+def _hits(c: dict, direction: str, ties: str, k: int) -> np.ndarray:
+    opt, pes, own = c[f"{direction}_opt"], c[f"{direction}_pes"], c[f"{direction}_own_tied"]
+    if ties == "mean":
+        return expected_hits(opt, pes, own, k)
+    return (_apply_ties(opt, pes, ties, own) <= k).astype(np.float64)
+
+
+def _summary(c: dict, direction: str, ties: str) -> dict[str, float]:
+    summary = summarize_ranks(_apply_ties(c[f"{direction}_opt"], c[f"{direction}_pes"], ties,
+                                          c[f"{direction}_own_tied"]))
+    for k in RECALL_AT:
+        summary[f"R@{k}"] = float(100.0 * _hits(c, direction, ties, k).mean())
+    return summary
 
 
 def summarize_ranks(ranks: Any) -> dict[str, float]:
@@ -294,26 +382,25 @@ def summarize_ranks(ranks: Any) -> dict[str, float]:
 def retrieval_metrics(
     sim: torch.Tensor | np.ndarray,
     text_to_video: Any,
-    ties: str = "optimistic",
+    ties: str = DEFAULT_TIES,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
     """Both directions from one chunked pass over ``sim``.
 
     Returns ``{"t2v": summary, "v2t": summary, "n_texts", "n_videos",
-    "n_videos_without_captions", "tie_rule"}`` where each summary is ``summarize_ranks`` output
-    and ``tie_rule`` names the rule used (default ``"strictly-better"``).
+    "n_videos_without_captions", "tie_rule"}``. Each summary has R@1/5/10 (expected hit rates
+    under the tie rule), MdR (median rank) and MnR (mean rank); ``tie_rule`` names the rule
+    (default ``"expected-under-random-tie-breaking"``).
     """
     _check_ties(ties)
     n_texts, n_videos = _check_sim(sim)
     t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
     c = _count_ranks(sim, t2v, chunk_size, want_t2v=True, want_v2t=True)
-    t2v_ranks = _apply_ties(c["t2v_opt"], c["t2v_pes"], ties)
-    v2t_ranks = _apply_ties(c["v2t_opt"], c["v2t_pes"], ties)
     return {
-        "t2v": summarize_ranks(t2v_ranks),
-        "v2t": summarize_ranks(v2t_ranks),
+        "t2v": _summary(c, "t2v", ties),
+        "v2t": _summary(c, "v2t", ties),
         "n_texts": n_texts,
         "n_videos": n_videos,
-        "n_videos_without_captions": int(n_videos - v2t_ranks.shape[0]),
+        "n_videos_without_captions": int(n_videos - c["v2t_opt"].shape[0]),
         "tie_rule": TIE_RULES[ties],
     }

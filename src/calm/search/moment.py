@@ -44,7 +44,7 @@ def moment(weights: np.ndarray, times: np.ndarray, duration: float, keep: float 
     while hi < n - 1 and w[hi + 1] >= threshold:
         hi += 1
     starts, ends = segment_bounds(t, duration)
-    return round(float(starts[lo]), 3), round(float(ends[hi]), 3), peak
+    return float(starts[lo]), float(ends[hi]), peak
 
 
 def best_frame_weights(text: np.ndarray, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:

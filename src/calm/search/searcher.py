@@ -55,7 +55,8 @@ class SearchResult:
         return {
             "query": self.query,
             "results": [
-                {"path": h.path, "score": round(h.score, 5), "start": h.start, "end": h.end,
+                {"path": h.path, "score": round(h.score, 5), "start": round(h.start, 3),
+                 "end": round(h.end, 3),
                  "anchors": [[a, round(p, 4)] for a, p in h.anchors],
                  "confidence": None if h.confidence is None else round(h.confidence, 4),
                  "sigma": h.sigma, "thumbnail": h.thumbnail}

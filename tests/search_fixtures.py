@@ -1,0 +1,69 @@
+"""A small video library (real mp4 clips, one broken file) and tiny calm-micro checkpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from calm.config import ExperimentConfig, from_dict
+from calm.engine.checkpoint import save_model
+from tests.videos import moving_image, write_clip, write_garbage
+
+NUM_FRAMES = 4
+FPS = 10
+
+
+def write_library(root: Path, clips: int = 10, frames: int = 30) -> Path:
+    """`clips` mp4 files in two sub-folders (3 s at 10 fps each) plus `broken.mp4` (random bytes)."""
+    for i in range(clips):
+        write_clip(root / f"part{i % 2}" / f"clip{i}.mp4", num_frames=frames, width=48, height=32,
+                   fps=FPS, frame_fn=lambda k, w, h, i=i: moving_image(k + 7 * i, w, h))
+    write_garbage(root / "broken.mp4")
+    return root
+
+
+def tiny_config(fusion: str = "xpool", alignment: str = "vae") -> ExperimentConfig:
+    return from_dict(ExperimentConfig, {
+        "model": {
+            "backbone": {"name": "calm-micro"},
+            "anchors": {"labels": "coco"},
+            "fusion": {"name": fusion, "dropout": 0.0, "layers": 1},
+            "alignment": {"name": alignment},
+        },
+        "data": {"num_frames": NUM_FRAMES},
+    })
+
+
+def tiny_checkpoint(path: Path, fusion: str = "xpool", alignment: str = "vae", seed: int = 0) -> Path:
+    """A random-init retrieval model saved as a calm checkpoint (what `calm train` writes)."""
+    from calm.model.retrieval import CALM
+
+    cfg = tiny_config(fusion, alignment)
+    torch.manual_seed(seed)
+    return save_model(path, CALM.from_config(cfg.model).eval(), cfg, {"step": 0})
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serves `app` with uvicorn on 127.0.0.1 and a free port, in a thread; yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

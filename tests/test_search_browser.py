@@ -1,0 +1,78 @@
+"""The search page in a real browser: type a query, see results, play the matching moment.
+
+Playwright's Python API drives Debian's Chromium (`apt-get install chromium`; CI's .ci/run
+installs it). The test skips only when no Chromium is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+from calm.api import load  # noqa: E402
+from calm.search.build import build_index  # noqa: E402
+from calm.search.searcher import Searcher  # noqa: E402
+from calm.search.server import create_app  # noqa: E402
+from tests.search_fixtures import running_server, tiny_checkpoint, write_library  # noqa: E402
+from tests.videos import moving_image, write_clip  # noqa: E402
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and
+                 Path(p).is_file()), None)
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium at /usr/bin/chromium "
+                       "(apt-get install chromium; .ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    library = write_library(root / "videos", clips=7, frames=60)  # 6 s clips: time to play
+    write_clip(library / "with space é.mp4", num_frames=60, width=48, height=32,
+               frame_fn=lambda k, w, h: moving_image(k + 99, w, h))
+    build_index(load(tiny_checkpoint(root / "m.safetensors")), library, root / "idx")
+    return Searcher.open(root / "idx")
+
+
+def test_type_a_query_see_results_and_play_the_moment(searcher):
+    with running_server(create_app(searcher)) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            page.fill("#q", "a red block moving across a textured wall")
+            page.press("#q", "Enter")
+            page.wait_for_selector(".result", timeout=20_000)
+            cards = page.locator(".result")
+            assert cards.count() == 8
+            assert page.locator(".result img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+            assert page.locator(".result .tag").count() > 0
+            assert page.locator(".result .bar .fill").count() == 8
+            assert "a red block" in page.text_content("#status") or "no confident" in page.text_content("#status")
+            spaced = page.locator(".result", has_text="with space é.mp4")
+            assert spaced.count() == 1
+            spaced.click()
+            page.wait_for_selector(".result video", timeout=10_000)
+            page.wait_for_function(
+                """() => { const v = document.querySelector('.result video');
+                           return v && v.readyState >= 2 && v.currentTime > 0.3 && !v.paused; }""",
+                timeout=20_000,
+            )
+            first = page.evaluate("document.querySelector('.result video').currentTime")
+            page.wait_for_timeout(700)
+            later = page.evaluate("document.querySelector('.result video').currentTime")
+            assert later > first, "the clip does not play"
+            assert not errors
+        finally:
+            browser.close()

@@ -1,0 +1,178 @@
+"""`calm index` / `calm search`: building, incremental updates, broken files, other checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from calm.api import load
+from calm.cli.main import main as calm_main
+from calm.search import store
+from calm.search.build import build_index
+from calm.search.searcher import Searcher, SearchIndex
+from calm.search.store import SearchIndexError
+from tests.search_fixtures import tiny_checkpoint, write_library
+from tests.videos import moving_image, truncate_file, write_clip
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "xpool.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return load(ckpt)
+
+
+@pytest.fixture
+def library(tmp_path):
+    return write_library(tmp_path / "videos", clips=10)
+
+
+def _rows_by_path(index_dir):
+    index = SearchIndex(index_dir)
+    return {p: {k: np.asarray(a[i]) for k, a in index.arrays.items()} for i, p in enumerate(index.paths)}
+
+
+def test_index_stores_what_search_needs_and_lists_broken_files(model, library, tmp_path):
+    (library / "notes.txt").write_text("not a video")
+    truncate_file(write_clip(library / "cut.mp4", num_frames=30, width=48, height=32), 0.4)
+    (library / "empty.mp4").write_bytes(b"")
+    report = build_index(model, library, tmp_path / "idx", workers=2)
+    assert (report["indexed"], report["new"], report["failed"]) == (10, 10, 3)
+    failed = {f["path"]: f["reason"] for f in report["failures"]}
+    assert set(failed) == {"broken.mp4", "cut.mp4", "empty.mp4"}
+    assert all(failed.values())
+    assert json.loads((tmp_path / "idx" / store.REPORT).read_text())["failures"] == report["failures"]
+    index = SearchIndex(tmp_path / "idx")
+    assert sorted(index.paths) == sorted(f"part{i % 2}/clip{i}.mp4" for i in range(10))
+    n, t = 10, 4
+    assert index.arrays["state.keys"].dtype == np.float16
+    assert index.arrays["state.values"].shape[:2] == (n, t)
+    assert index.arrays["mean"].shape == (n, model.model.backbone.embed_dim)
+    assert index.arrays["times"].shape == (n, t) and index.arrays["durations"].shape == (n,)
+    assert index.arrays["anchor_ids"].shape == (n, 5) and index.arrays["sigma"].shape == (n,)
+    assert isinstance(index.arrays["state.keys"], np.memmap)
+    for row in range(n):
+        assert index.thumbnail_path(row).read_bytes()[:2] == b"\xff\xd8"  # JPEG
+    assert index.manifest.checkpoint["sha256"] == model.fingerprint
+
+
+def test_search_ranks_like_the_model_and_shortlists_without_changing_the_top(model, library, tmp_path):
+    build_index(model, library, tmp_path / "idx")
+    full = Searcher.open(tmp_path / "idx")
+    result = full.search("a red block moves to the right", k=10)
+    assert len(result.results) == 10
+    paths = [str(library / h.path) for h in result.results]
+    expected = model.score(["a red block moves to the right"], paths)[0]
+    got = torch.tensor([h.score for h in result.results])
+    assert torch.allclose(got, expected, atol=2e-3)  # the index stores fp16 states
+    assert got.tolist() == sorted(got.tolist(), reverse=True)
+    for h in result.results:
+        assert 0.0 <= h.start < h.end <= 3.0 + 1e-6
+        assert h.confidence is not None and 0.0 <= h.confidence <= 1.0
+        assert len(h.anchors) == 5 and h.sigma is not None
+    text = model.encode_texts(["a red block moves to the right"])[0]
+    short = Searcher(full.index, model.model.fusion, shortlist=4)
+    top3 = [h.path for h in short.search_encoded("q", text, 3).results]
+    mean = full.index.arrays["mean"].astype(np.float32) @ (text / text.norm()).numpy()
+    candidates = {full.index.paths[i] for i in np.argsort(-mean)[:4]}
+    exact = {h.path: h.score for h in result.results}
+    assert top3 == sorted(candidates, key=lambda p: -exact[p])[:3]
+
+
+def test_rerun_encodes_only_new_or_changed_files_and_drops_removed_ones(model, library, tmp_path):
+    build_index(model, library, tmp_path / "idx")
+    before = _rows_by_path(tmp_path / "idx")
+    (library / "part1" / "clip1.mp4").unlink()
+    changed = library / "part0" / "clip2.mp4"
+    write_clip(changed, num_frames=30, width=48, height=32, frame_fn=lambda k, w, h: moving_image(200 + k, w, h))
+    write_clip(library / "new" / "added.mp4", num_frames=30, width=48, height=32)
+    report = build_index(model, library, tmp_path / "idx")
+    assert (report["new"], report["kept"], report["removed"], report["indexed"]) == (2, 8, 1, 10)
+    assert report["failed"] == 1  # broken.mp4, unchanged: listed again, not retried
+    after = _rows_by_path(tmp_path / "idx")
+    assert "part1/clip1.mp4" not in after and "new/added.mp4" in after
+    for path in set(before) - {"part1/clip1.mp4", "part0/clip2.mp4"}:
+        for name, value in before[path].items():
+            np.testing.assert_array_equal(after[path][name], value)
+    assert not np.array_equal(after["part0/clip2.mp4"]["state.keys"], before["part0/clip2.mp4"]["state.keys"])
+    thumbs = {p.name for p in (tmp_path / "idx" / store.THUMBS).iterdir()}
+    assert thumbs == {store.thumbnail_name(p) for p in after}
+    assert sorted(d.name for d in (tmp_path / "idx").glob("data-*")) == ["data-2"]
+    assert build_index(model, library, tmp_path / "idx")["new"] == 0
+
+
+def test_an_index_refuses_another_checkpoint(model, library, tmp_path):
+    build_index(model, library, tmp_path / "idx")
+    manifest = (tmp_path / "idx" / store.MANIFEST).read_text()
+    other = load(tiny_checkpoint(tmp_path / "other.safetensors", seed=1))
+    with pytest.raises(SearchIndexError, match="another model"):
+        build_index(other, library, tmp_path / "idx")
+    assert (tmp_path / "idx" / store.MANIFEST).read_text() == manifest
+    with pytest.raises(SearchIndexError, match="another model"):
+        Searcher.open(tmp_path / "idx", checkpoint=tmp_path / "other.safetensors")
+
+
+def test_an_interrupted_update_leaves_the_previous_index(model, library, tmp_path, monkeypatch):
+    build_index(model, library, tmp_path / "idx")
+    write_clip(library / "late.mp4", num_frames=30, width=48, height=32)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(type(model), "iter_encode_videos", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(model, library, tmp_path / "idx")
+    monkeypatch.undo()
+    assert len(Searcher.open(tmp_path / "idx").search("anything").results) == 10
+    report = build_index(model, library, tmp_path / "idx")
+    assert (report["new"], report["indexed"]) == (1, 11)
+
+
+def test_a_folder_that_is_not_an_index_is_not_overwritten(model, library, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("keep me")
+    with pytest.raises(SearchIndexError, match="not a calm search index"):
+        build_index(model, library, tmp_path / "busy")
+    with pytest.raises(SearchIndexError, match="no calm search index"):
+        SearchIndex(tmp_path / "busy")
+
+
+def test_a_symlink_out_of_the_folder_is_not_indexed(model, library, tmp_path):
+    outside = write_clip(tmp_path / "elsewhere" / "secret.mp4", num_frames=30, width=48, height=32)
+    os.symlink(outside, library / "link.mp4")
+    build_index(model, library, tmp_path / "idx")
+    assert "link.mp4" not in SearchIndex(tmp_path / "idx").paths
+
+
+def test_cli_index_and_search(ckpt, library, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
+                      str(out), "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "10 videos indexed" in printed and "failed: broken.mp4" in printed
+    assert calm_main(["search", "--index", str(out), "a red block", "-k", "3", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["query"] == "a red block" and len(body["results"]) == 3
+    assert set(body["results"][0]) >= {"path", "score", "start", "end", "anchors", "confidence"}
+    assert calm_main(["search", "--index", str(out), "a red block", "-k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.count(".mp4") == 2 and "conf" in text
+    assert calm_main(["search", "--index", str(out), "x", "-k", "0"]) == 2
+    assert "-k must be between" in capsys.readouterr().err
+    shutil.move(ckpt, tmp_path / "moved.safetensors")
+    try:
+        assert calm_main(["search", "--index", str(out), "x"]) == 2
+        assert "no longer exists" in capsys.readouterr().err
+        assert calm_main(["search", "--index", str(out), "x", "--checkpoint",
+                          str(tmp_path / "moved.safetensors")]) == 0
+    finally:
+        shutil.move(tmp_path / "moved.safetensors", ckpt)
