@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--prepared-fps", type=float, default=10.0)
-    ap.add_argument("--per-segment", type=int, default=4, help="frame cache train candidates")
+    ap.add_argument("--per-segment", type=int, default=3, help="frame cache train candidates")
     ap.add_argument("--cache-format", choices=["jpeg", "raw"], default="jpeg")
     ap.add_argument("--dir", type=Path, default=None, help="keep clips here between runs")
     args = ap.parse_args(argv)

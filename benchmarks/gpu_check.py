@@ -3,6 +3,8 @@
 Random-init ViT-B/32, 12 frames at 224 px, xpool fusion, batch 32 and 128, bf16 autocast with fp32
 master weights. Prints step time, clips/s and peak memory as a table, then times xpool scoring at
 MSVD test size. Inputs are random tensors: this measures the model, not the video decoder.
+Then (unless --no-input-pipeline) benchmarks/gpu_input_pipeline.py trains from real mp4 files at
+224 px through the DataLoader and the frame cache and reports clips/s and how busy the GPU was.
 
     python benchmarks/gpu_check.py [--batch-sizes 32 128] [--steps 10] [--out table.md]
 """
@@ -94,6 +96,8 @@ def main() -> None:
     p.add_argument("--refresh", nargs="+", default=["epoch"], choices=["step", "epoch", "once"],
                    help="anchor refresh policies to time for CALM")
     p.add_argument("--no-scoring", action="store_true")
+    p.add_argument("--no-input-pipeline", action="store_true",
+                   help="skip training from video files (DataLoader + frame cache)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -116,6 +120,11 @@ def main() -> None:
         rows += ["", f"xpool scoring, MSVD test size {s['shape']}: {s['seconds']:.2f} s, peak "
                  f"{s['peak_gib']:.2f} GiB (naive texts x videos x 512 fp32 tensor: "
                  f"{s['naive_gib']:.1f} GiB)"]
+    if not args.no_input_pipeline:
+        from gpu_input_pipeline import main as input_pipeline  # this script's folder is on the path
+
+        pipeline_out = f"{args.out}.input_pipeline.md" if args.out else None
+        input_pipeline(["--frames", str(args.frames)] + (["--out", pipeline_out] if args.out else []))
     table = "\n".join(rows)
     print(table)
     if args.out:

@@ -203,7 +203,7 @@ def test_dump_load_round_trip(tmp_path):
             "model.backbone.checkpoint=/w/clip.pt",
             "model.backbone.quick_gelu=true",
             "model.vae.decoder_hidden=[32, 16]",
-            "model.alignment.name=kl",
+            "model.alignment.name=vae",
             "model.alignment.detach_target=false",
             "model.score.mode=anchor_agreement",
             "train.max_steps=100",

@@ -103,6 +103,9 @@ def test_default_check_decodes_what_evaluation_decodes(tmp_path, msrvtt, capsys)
     videos = msrvtt / "videos"
     r = check_split("msrvtt", msrvtt / "ann", videos, "test", quick=True)
     assert r["decode_check"] == "first frame"
+    assert check_split("msrvtt", msrvtt / "ann", videos, "test", workers=2) == check_split(
+        "msrvtt", msrvtt / "ann", videos, "test"
+    )
     assert check_split("msrvtt", msrvtt / "ann", videos, "test")["decode_check"].startswith(
         "test-mode frames"
     )

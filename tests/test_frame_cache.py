@@ -64,7 +64,9 @@ def labels_of(frames: torch.Tensor, mask: torch.Tensor) -> list[int]:
 def test_segment_plan_holds_the_test_slot_and_spread_candidates():
     test, train = segment_plan(60, 6, 3)
     assert test == sample_indices(60, 6, "test")
-    assert train[0] == [1, 5, 8] and all(len(c) == 3 for c in train)
+    assert train[0] == [1, 4, 8] and all(len(c) == 3 for c in train)  # 4: the test slot
+    assert all(t in c for t, c in zip(test, train))
+    assert segment_plan(60, 6, 4)[1][0] == [1, 3, 6, 8]
     for s, cands in enumerate(train):
         assert all(s * 10 <= c < (s + 1) * 10 for c in cands)
     assert segment_plan(4, 6, 3) == ([0, 1, 2, 3], [[0], [1], [2], [3]])
@@ -95,7 +97,7 @@ def test_jpeg_cache_gives_the_same_frames_within_jpeg_error(bench, tmp_path):
 def test_train_mode_draws_cached_candidates_per_seed(bench, raw_cache):
     cache = FrameCache(raw_cache)
     cached = cache.sampler(SPEC, bench / "videos", "train")
-    path = bench / "videos" / "video33.mp4"  # 60 frames: segments of 10, candidates 1, 5, 8
+    path = bench / "videos" / "video33.mp4"  # 60 frames: segments of 10, candidates 1, 4, 8
     _, plan = segment_plan(60, T, K)
     seen = set()
     for seed in range(12):

@@ -15,9 +15,16 @@ from calm.data.prepare import (
     output_size,
     prepare_videos,
     read_manifest,
+    transcode,
 )
 from calm.data.video import FrameSampler, FrameSpec, sample_indices
-from tests.videos import read_index, write_clip, write_garbage
+from tests.videos import (
+    read_index,
+    write_clip,
+    write_garbage,
+    write_packed_divx,
+    write_timed_clip,
+)
 
 
 def decoded_indices(path) -> list[int]:
@@ -119,3 +126,18 @@ def test_output_size_keeps_aspect_with_even_sides():
     assert output_size(640, 360, 1.0, 224) == (398, 224)
     assert output_size(360, 640, 1.0, 224) == (224, 398)
     assert output_size(720, 576, 16 / 15, 224) == (298, 224)  # anamorphic PAL 4:3
+
+
+def test_avi_bframes_and_dropped_frames_keep_their_place(tmp_path):
+    """DivX packed B-frames and H.264 in AVI leave the decoder labelled with their neighbours'
+    numbers: the output must still hold every frame once, in display order. Dropped frames
+    (AVI null chunks) repeat the frame before them, as a player shows them."""
+    settings = EncodeSettings(fps=10, short_side=32)
+    for src in (write_packed_divx(tmp_path / "divx.avi", 30),
+                write_clip(tmp_path / "h264.avi", 30, codec="libx264", bframes=2)):
+        dst = tmp_path / f"{src.stem}.mp4"
+        assert transcode(src, dst, settings)[0] == 30
+        assert decoded_indices(dst) == list(range(30))
+    gaps = write_timed_clip(tmp_path / "gaps.avi", [0, 1, 4, 5, 9])
+    transcode(gaps, tmp_path / "gaps.mp4", settings)
+    assert decoded_indices(tmp_path / "gaps.mp4") == [0, 1, 1, 1, 4, 5, 5, 5, 5, 9]

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from calm.config import (
     AlignmentConfig,
     BackboneConfig,
+    ConfigError,
+    ExperimentConfig,
     FusionConfig,
     ModelConfig,
     ScoreConfig,
@@ -188,14 +190,24 @@ def test_anchor_agreement_needs_a_vae(models):
         similarity_matrix(models["xpool"], text, frames, mask, ScoreConfig(mode="anchor_agreement"))
 
 
-def test_anchor_agreement_model_from_config_has_vae_without_vae_loss():
+@pytest.mark.parametrize("alignment", ["none", "kl", "ce", "mse"])
+def test_anchor_agreement_without_a_trained_vae_is_a_config_error(alignment):
+    # the VAE would be built but never trained: scoring with it would be noise
+    with pytest.raises(ConfigError, match=r"^score\.mode: .*anchor_agreement.*untrained"):
+        from_dict(ModelConfig, {"alignment": {"name": alignment},
+                                "score": {"mode": "anchor_agreement"}})
+    with pytest.raises(ConfigError, match=r"^model\.score\.mode"):
+        from_dict(ExperimentConfig, {"model": {"alignment": {"name": alignment},
+                                               "score": {"mode": "anchor_agreement"}}})
+
+
+def test_anchor_agreement_model_from_config_trains_its_vae():
     cfg = from_dict(ModelConfig, {
         "backbone": {"name": "calm-micro"}, "anchors": {"labels": "coco"},
-        "alignment": {"name": "none"}, "score": {"mode": "anchor_agreement"},
+        "alignment": {"name": "vae"}, "score": {"mode": "anchor_agreement"},
     })
     model = CALM.from_config(cfg)
-    assert model.vae is not None and model.anchors is not None
-    assert not model.alignment.uses_anchors
+    assert model.vae is not None and model.alignment.uses_vae
 
 
 def test_anchor_probability_helpers(calm_vae):

@@ -176,3 +176,18 @@ def test_cli_index_and_search(ckpt, library, tmp_path, capsys):
                           str(tmp_path / "moved.safetensors")]) == 0
     finally:
         shutil.move(tmp_path / "moved.safetensors", ckpt)
+
+
+def test_heads_without_text_attention_report_the_best_frame(library, tmp_path):
+    meanp = load(tiny_checkpoint(tmp_path / "meanp.safetensors", fusion="meanP", alignment="none"))
+    report = build_index(meanp, library, tmp_path / "idx")
+    assert report["indexed"] == 10
+    searcher = Searcher.open(tmp_path / "idx")
+    assert "frames" in searcher.index.arrays and "anchor_ids" not in searcher.index.arrays
+    result = searcher.search("a red block", k=10)
+    for hit in result.results:
+        times = searcher.index.arrays["times"][hit.row].astype(float)
+        bounds = [0.0, *((times[1:] + times[:-1]) / 2), 3.0]
+        assert any(hit.start == pytest.approx(a) and hit.end == pytest.approx(b)
+                   for a, b in zip(bounds, bounds[1:]))  # exactly one frame's segment
+        assert hit.anchors == [] and hit.sigma is None

@@ -46,6 +46,9 @@ def register(sub) -> None:
         default=12,
         help="frames per clip, as data.num_frames (default 12): the positions evaluation decodes",
     )
+    p.add_argument(
+        "--workers", type=int, default=2, help="processes decoding videos in parallel (default 2)"
+    )
     p.set_defaults(func=run)
 
 
@@ -61,6 +64,7 @@ def run(args) -> int:
         decode=args.decode,
         quick=args.quick,
         num_frames=args.frames,
+        workers=max(1, args.workers),
     )
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1

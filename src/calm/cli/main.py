@@ -12,6 +12,7 @@ import sys
 
 from calm.config.errors import ConfigError
 from calm.data.errors import DataError
+from calm.model.errors import CheckpointError
 
 COMMAND_MODULES = [
     "calm.cli.train",
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ConfigError, DataError, UserError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, UserError, FileNotFoundError) as exc:
         print(f"calm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -16,8 +16,9 @@ def register(sub) -> None:
     p.add_argument("--dst", required=True, help="cache folder (created, or resumed if present)")
     p.add_argument("--frames", type=int, default=12, help="frames per clip, data.num_frames (12)")
     p.add_argument(
-        "--per-segment", type=int, default=4,
-        help="train candidates per segment (default 4): each epoch draws one per segment",
+        "--per-segment", type=int, default=3,
+        help="train candidates per segment (default 3; odd: the middle one is the test frame); "
+        "each epoch draws one per segment",
     )
     p.add_argument("--size", type=int, default=224, help="frame side in pixels, the model's (224)")
     p.add_argument(

@@ -76,13 +76,26 @@ class AnchorConfig:
     labels: str | list[str] = "charades"
     template: str = "The content of {}"
     learnable: bool = True  # the per-anchor embedding e_k added to the encoder output
+    # when the anchors are re-encoded by the text encoder: every step with gradient (the text
+    # tower then learns from the alignment), once per epoch or once per run without gradient
     refresh: str = "epoch"  # step | epoch | once
-    scale: float = 100.0  # s in softmax(s * cos(., P))
+    # refresh=step: re-encode this many anchors per step (a rotating window, the rest from the
+    # cache the window keeps fresh); 0 = all K every step
+    step_subset: int = 0
+    scale: float = 100.0  # s in softmax(s * cos(., P)) for V_p (and S_p unless text_scale is set)
+    text_scale: float | None = None  # a separate s for S_p (None: the same as `scale`)
     learn_scale: bool = False
+    # the video feature V_p is computed from: the frame mean (the paper) or the fusion head's
+    # text-free video embedding (then the alignment also trains the fusion head)
+    video_source: str = "frame_mean"  # frame_mean | fused
 
     def __post_init__(self):
         _choice("refresh", self.refresh, ("step", "epoch", "once"))
+        _choice("video_source", self.video_source, ("frame_mean", "fused"))
+        _positive("step_subset", self.step_subset, allow_zero=True)
         _positive("scale", self.scale)
+        if self.text_scale is not None:
+            _positive("text_scale", self.text_scale)
         if "{}" not in self.template:
             raise ConfigError(f"template: {self.template!r} must contain '{{}}' for the label")
 
@@ -111,10 +124,18 @@ class AlignmentConfig:
     alpha: float = 0.1  # weight of the KL-to-prior term of the VAE
     weight: float = 1.0  # weight of the whole alignment term against the task loss
     detach_target: bool = True  # stop gradient through the text distribution S_p
+    # `kl` objective: KL(S_p || V_p) (text_to_video: S_p is the target, as for `ce`) or
+    # KL(V_p || S_p) (video_to_text: mode-seeking)
+    kl_direction: str = "text_to_video"  # text_to_video | video_to_text
+    kl_warmup_steps: int = 0  # `vae`: alpha ramps linearly from 0 over this many training steps
+    free_bits: float = 0.0  # `vae`: KL below this many nats per latent dimension is not penalised
 
     def __post_init__(self):
         _positive("alpha", self.alpha, allow_zero=True)
         _positive("weight", self.weight, allow_zero=True)
+        _choice("kl_direction", self.kl_direction, ("text_to_video", "video_to_text"))
+        _positive("kl_warmup_steps", self.kl_warmup_steps, allow_zero=True)
+        _positive("free_bits", self.free_bits, allow_zero=True)
 
 
 @dataclass
@@ -168,6 +189,14 @@ class ModelConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
 
+    def __post_init__(self):
+        if self.score.mode == "anchor_agreement" and self.alignment.name != "vae":
+            raise ConfigError(
+                f"score.mode: 'anchor_agreement' scores with the VAE's generated distribution, "
+                f"which only alignment 'vae' trains; with alignment.name "
+                f"{self.alignment.name!r} the VAE would stay untrained"
+            )
+
 
 @dataclass
 class DataConfig:
@@ -217,6 +246,10 @@ class TrainConfig:
     save_every: int = 0  # steps between resumable `last` checkpoints (0: end of epoch only)
     device: str = "auto"
     nonfinite_loss: str = "error"  # error | skip
+    # two captions of one video in a batch (MSVD has ~40 per video): `negative` treats the other
+    # caption's pair as a negative (plain InfoNCE), `positive` counts it as a positive
+    # (multi-positive InfoNCE), `masked` leaves it out of the denominator
+    same_video: str = "negative"  # negative | positive | masked
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -234,6 +267,7 @@ class TrainConfig:
         _positive("eval_every", self.eval_every)
         _positive("log_every", self.log_every)
         _choice("nonfinite_loss", self.nonfinite_loss, ("error", "skip"))
+        _choice("same_video", self.same_video, ("negative", "positive", "masked"))
 
 
 @dataclass

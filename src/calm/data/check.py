@@ -52,6 +52,10 @@ def probe_video(
         return f"decoding failed: {exc}"
 
 
+def _probe(task: tuple) -> str | None:
+    return probe_video(*task)
+
+
 def _stats(values: list[int]) -> dict:
     if not values:
         return {"min": 0, "mean": 0.0, "median": 0.0, "max": 0}
@@ -85,20 +89,31 @@ def check_split(
     decode: bool = True,
     quick: bool = False,
     num_frames: int = DEFAULT_FRAMES,
+    workers: int = 1,
 ) -> dict:
-    """A JSON-ready report of one split: sizes, missing and undecodable videos, text lengths."""
+    """A JSON-ready report of one split: sizes, missing and undecodable videos, text lengths.
+
+    `workers` > 1 probes videos in that many processes (the report is the same).
+    """
     loader = get_loader(dataset, annotations, videos, options)
     ann = loader.load_split(split)
-    missing, broken = [], []
-    for record in ann.videos:
-        if not record.path.is_file():
-            missing.append(record.video_id)
-        elif decode:
-            reason = probe_video(record.path, num_frames, quick)
-            if reason is not None:
-                broken.append(
-                    {"video_id": record.video_id, "path": str(record.path), "reason": reason}
-                )
+    missing = [r.video_id for r in ann.videos if not r.path.is_file()]
+    present = [r for r in ann.videos if r.path.is_file()] if decode else []
+    tasks = [(r.path, num_frames, quick) for r in present]
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing
+        import sys
+
+        ctx = multiprocessing.get_context("spawn" if sys.platform != "linux" else "fork")
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            reasons = pool.map(_probe, tasks, chunksize=4)
+    else:
+        reasons = [_probe(task) for task in tasks]
+    broken = [
+        {"video_id": r.video_id, "path": str(r.path), "reason": reason}
+        for r, reason in zip(present, reasons)
+        if reason is not None
+    ]
     words = [len(t.text.split()) for t in ann.texts]
     report = {
         "dataset": dataset,

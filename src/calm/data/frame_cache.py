@@ -3,7 +3,8 @@
 Decoding video is the bottleneck of a GPU run (a 30 s 360p clip costs ~0.1-0.4 s of CPU per
 sample). `calm prepare-frames` (calm.data.prepare_frames) decodes each clip once and stores, for
 each of T segments of its timeline, the test-mode frame (the segment's middle, exactly what
-`FrameSampler(mode="test")` returns) and K train candidates spread evenly over the segment. At
+`FrameSampler(mode="test")` returns) and K train candidates spread evenly over the segment (for
+odd K the test frame is the middle candidate, so the default K=3 stores 3 frames per segment). At
 train time one candidate per segment is drawn from the item's generator, so every epoch still
 sees different frames, from K^T combinations per clip instead of the full timeline.
 
@@ -48,7 +49,7 @@ class CacheSettings:
     """What a cache holds per clip; fixed when the cache folder is first written."""
 
     num_frames: int = 12
-    per_segment: int = 4  # train candidates per segment
+    per_segment: int = 3  # train candidates per segment (odd: the middle one is the test frame)
     image_size: int = 224
     codec: str = "jpeg"  # jpeg (compact) | raw (lossless, ~10x the disk)
     quality: int = 90  # JPEG quality
@@ -115,8 +116,9 @@ def segment_plan(n_slots: int, num_frames: int, per_segment: int) -> tuple[list,
     """(test slot per segment, train candidate slots per segment) of a timeline of n_slots.
 
     The test slot is `sample_indices(n, T, "test")`'s; the K candidates are the centres of K equal
-    parts of the segment (fewer when the segment is shorter). Timelines of at most T slots have
-    one segment per slot, as the sampler gives them.
+    parts of the segment (fewer when the segment is shorter), where for odd K the middle one is
+    the test slot itself, so a clip stores K frames per segment rather than K + 1. Timelines of
+    at most T slots have one segment per slot, as the sampler gives them.
     """
     from calm.data.timeline import sample_indices, segment_bounds
 
@@ -125,8 +127,10 @@ def segment_plan(n_slots: int, num_frames: int, per_segment: int) -> tuple[list,
         return test, [[s] for s in test]
     bounds = segment_bounds(n_slots, num_frames)
     train = []
-    for lo, hi in zip(bounds, bounds[1:]):
+    for middle, lo, hi in zip(test, bounds, bounds[1:]):
         spots = [lo + (2 * k + 1) * (hi - lo) // (2 * per_segment) for k in range(per_segment)]
+        if per_segment % 2:
+            spots[per_segment // 2] = middle
         train.append(sorted(set(spots)))
     return test, train
 

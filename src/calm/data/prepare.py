@@ -117,7 +117,7 @@ def transcode(src: Path, dst: Path, settings: EncodeSettings) -> tuple[int, floa
                 raise VideoDecodeError(src, "no video stream")
             stream = source.streams.video[0]
             stream.thread_count = 1  # parallelism comes from worker processes
-            frames = _encode(source, stream, part, rate, settings, src)
+            frames = _encode(source, stream, part, rate, settings, src, _decoder_order_pts(src))
         if frames == 0:
             raise VideoDecodeError(src, "no decodable video frames")
         os.replace(part, dst)
@@ -126,7 +126,29 @@ def transcode(src: Path, dst: Path, settings: EncodeSettings) -> tuple[int, floa
     return frames, float(frames / rate)
 
 
-def _encode(source, stream, part: Path, rate: Fraction, settings: EncodeSettings, src) -> int:
+def _decoder_order_pts(src: Path) -> list[int] | None:
+    """Presentation timestamps for the n-th decoded frame, where FFmpeg's are decode positions.
+
+    AVI with B-frames whose chunk numbers arrive in file order (DivX packed B-frames, H.264 in
+    AVI): the decoder returns frames in display order but labelled with neighbouring chunks'
+    numbers, and the fps filter would drop and repeat frames. None: the frames' own timestamps
+    hold (see calm.data.timeline.read_frame_table).
+    """
+    from calm.data.video import open_video, read_frame_table
+
+    try:
+        container, stream = open_video(src)
+        with container:
+            table = read_frame_table(container, stream, src)
+    except VideoDecodeError:
+        return None  # the transcode itself reports what is wrong
+    return table.pts if table.by_order and table.pts is not None else None
+
+
+def _encode(
+    source, stream, part: Path, rate: Fraction, settings: EncodeSettings, src,
+    order_pts: list[int] | None = None,
+) -> int:
     sar = float(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else 1.0
     fmt = CONTAINER_BY_EXT[settings.ext]
     # Index first: truncation is detectable from the header and seeks need no extra reads.
@@ -146,6 +168,8 @@ def _encode(source, stream, part: Path, rate: Fraction, settings: EncodeSettings
                         ostream.set_display_rotation(frame.rotation)
                 if graph is None:
                     break
+                if frame is not None and order_pts is not None and count < len(order_pts):
+                    frame.pts = order_pts[count]  # the n-th frame out is the n-th shown
                 if frame is not None and frame.pts is None:  # e.g. AVI without timestamps
                     frame.pts = round(count / in_rate / stream.time_base)
                 graph.push(frame)

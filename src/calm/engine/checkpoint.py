@@ -22,10 +22,7 @@ from torch import nn
 
 from calm.config import ExperimentConfig, from_dict, to_dict
 from calm.engine.tasks import task_for
-
-
-class UnsafeCheckpointError(ValueError):
-    """The file needs arbitrary pickled objects to load; calm refuses to execute them."""
+from calm.model.errors import CheckpointError, UnsafeCheckpointError
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -79,14 +76,15 @@ def save_model(path: Path, model: nn.Module, cfg: ExperimentConfig, meta: dict |
 def read_metadata(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a calm checkpoint "
+                              "(a run's checkpoints/best.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
     if metadata.get("format") != "calm-checkpoint-v1":
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} is not a calm checkpoint (no calm config in its metadata)"
         )
     return {

@@ -7,6 +7,7 @@ training loop, evaluation commands and `model-info` ask the task; nothing else r
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from calm.config import ExperimentConfig
 from calm.config.schema import ModelConfig
 from calm.data.annotations import SplitAnnotations
 from calm.data.synthetic.ambiguity import synthetic_metadata_path
+from calm.engine.evaluation.anchors import anchor_diagnostics, fresh_anchors
 from calm.engine.evaluation.captioning import evaluate_captioning
 from calm.engine.evaluation.retrieval import evaluate, save_similarity
 from calm.engine.evaluation.uncertainty import evaluate_uncertainty, require_vae
@@ -44,7 +46,7 @@ class Task:
     def build_model(self, cfg: ModelConfig) -> nn.Module:
         raise NotImplementedError
 
-    def build_loss(self) -> CALMLoss:
+    def build_loss(self, cfg: ExperimentConfig) -> CALMLoss:
         raise NotImplementedError
 
     def text_length(self, cfg: ExperimentConfig) -> int:
@@ -76,20 +78,24 @@ class RetrievalTask(Task):
     def build_model(self, cfg: ModelConfig) -> CALM:
         return CALM.from_config(cfg)
 
-    def build_loss(self) -> CALMLoss:
-        return CALMLoss(retrieval_task_loss)
+    def build_loss(self, cfg: ExperimentConfig) -> CALMLoss:
+        return CALMLoss(partial(retrieval_task_loss, same_video=cfg.train.same_video))
 
     def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None,
                  uncertainty=False):
-        metrics, sim, emb = evaluate(model, ann, data, score or cfg.model.score,
-                                     cfg.train.eval_batch_size, device, cfg.train.precision,
-                                     progress)
-        if save_sim:
-            save_similarity(save_sim, sim, emb)
         if uncertainty:
             self.check_uncertainty(model)
-            metrics["uncertainty"] = evaluate_uncertainty(
-                model, emb, sim, device, synthetic_metadata_path(cfg.data.annotations))
+        with fresh_anchors(model):
+            metrics, sim, emb = evaluate(model, ann, data, score or cfg.model.score,
+                                         cfg.train.eval_batch_size, device, cfg.train.precision,
+                                         progress)
+            if save_sim:
+                save_similarity(save_sim, sim, emb)
+            metadata = synthetic_metadata_path(cfg.data.annotations)
+            if model.anchors is not None:
+                metrics["anchors"] = anchor_diagnostics(model, emb, device, metadata)
+            if uncertainty:
+                metrics["uncertainty"] = evaluate_uncertainty(model, emb, sim, device, metadata)
         return metrics
 
     def check_uncertainty(self, model) -> None:
@@ -112,7 +118,7 @@ class CaptioningTask(Task):
     def build_model(self, cfg: ModelConfig) -> CALMCaptioner:
         return CALMCaptioner.from_config(cfg)
 
-    def build_loss(self) -> CALMLoss:
+    def build_loss(self, cfg: ExperimentConfig) -> CALMLoss:
         return CALMLoss(captioning_task_loss)
 
     def text_length(self, cfg: ExperimentConfig) -> int:

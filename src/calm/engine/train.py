@@ -96,7 +96,7 @@ def train(
             model, device_ids=[env.local_rank] if device.type == "cuda" else None,
             find_unused_parameters=task.find_unused_parameters,
         )
-    loss_fn = task.build_loss()
+    loss_fn = task.build_loss(cfg)
     state = TrainState()
     if resume:
         weights, saved = load_resume_point(ckpt_dir)
@@ -119,8 +119,8 @@ def train(
             epoch = state.epoch
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch, state.batch)
-            if model.anchors is not None and model.anchors.refresh == "epoch" and state.batch == 0:
-                model.anchors.invalidate()
+            if model.anchors is not None and state.batch == 0:
+                model.anchors.start_epoch()
             net.train()
             remaining = min(steps_per_epoch - state.batch, total_steps - state.step)
             bar = tqdm(total=remaining, desc=f"epoch {epoch + 1}/{num_epochs}",
@@ -196,7 +196,11 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,
     frames = normalize_frames(batch["frames"].to(device, non_blocking=True), pre.mean, pre.std, mask)
     tokens = batch["tokens"].to(device, non_blocking=True)
     with autocast(device, tc.precision):
-        out = net(frames, mask, tokens, gather=distributed.gather_with_grad)
+        video_index = batch.get("video_index")  # which pairs share a video (same_video option)
+        if video_index is not None:
+            video_index = video_index.to(device, non_blocking=True)
+        out = net(frames, mask, tokens, gather=distributed.gather_with_grad,
+                  video_index=video_index)
         terms = loss_fn(model, out)
     loss = terms["loss"]
     if not torch.isfinite(loss):

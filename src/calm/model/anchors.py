@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -97,15 +98,36 @@ def check_label_list(labels: list[str] | tuple[str, ...]) -> list[str]:
 
 
 class AnchorBank(nn.Module):
+    """The anchor matrix P, its softmax scales, and the running mean of S_p over training pairs.
+
+    Refresh policies: `step` re-encodes the prompts with gradient at every training step (all K,
+    or a rotating window of `step_subset` of them, the rest from a cache the window keeps
+    fresh); `epoch` and `once` encode without gradient and cache. Evaluation always scores with
+    anchors from the current text encoder (`fresh_encodings`).
+    """
+
     def __init__(self, labels: list[str], tokens: torch.Tensor, dim: int, cfg: AnchorConfig):
         super().__init__()
         self.labels = list(labels)
         self.refresh = cfg.refresh
+        self.video_source = cfg.video_source
+        self.step_subset = cfg.step_subset if 0 < cfg.step_subset < len(labels) else 0
         self.register_buffer("tokens", tokens, persistent=False)
         self.offset = nn.Parameter(torch.zeros(len(labels), dim), requires_grad=cfg.learnable)
         self.log_scale = nn.Parameter(
             torch.tensor(float(cfg.scale)).log(), requires_grad=cfg.learn_scale
         )
+        self.log_text_scale = None
+        if cfg.text_scale is not None:
+            self.log_text_scale = nn.Parameter(
+                torch.tensor(float(cfg.text_scale)).log(), requires_grad=cfg.learn_scale
+            )
+        # where the rotating `step_subset` window starts next; saved, so a resumed run continues it
+        self.register_buffer("cursor", torch.zeros((), dtype=torch.long))
+        # sum and count of S_p over the training pairs of the current epoch: the marginal that a
+        # decoder ignoring its input would predict (the `rec_ce_marginal` diagnostic)
+        self.register_buffer("text_marginal_sum", torch.zeros(len(labels), dtype=torch.float64))
+        self.register_buffer("text_marginal_count", torch.zeros((), dtype=torch.float64))
         self._cache: torch.Tensor | None = None
 
     @property
@@ -114,12 +136,38 @@ class AnchorBank(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """Softmax scale s, clamped at CLIP's 100 so a learned scale cannot run away."""
+        """Softmax scale s of V_p, clamped at CLIP's 100 so a learned scale cannot run away."""
         return self.log_scale.exp().clamp(max=100.0)
 
+    @property
+    def text_scale(self) -> torch.Tensor:
+        """Softmax scale of S_p: its own when configured, else the same s as V_p."""
+        if self.log_text_scale is None:
+            return self.scale
+        return self.log_text_scale.exp().clamp(max=100.0)
+
+    # ---- the cache -------------------------------------------------------------------------------
     def invalidate(self) -> None:
         """Drops the cached encodings; the `epoch` policy calls this at each epoch start."""
         self._cache = None
+
+    def start_epoch(self) -> None:
+        """Epoch start: the `epoch` policy re-encodes; the S_p marginal restarts."""
+        if self.refresh == "epoch":
+            self.invalidate()
+        self.text_marginal_sum.zero_()
+        self.text_marginal_count.zero_()
+
+    @contextmanager
+    def fresh_encodings(self):
+        """Anchors from the current text encoder inside the block (evaluation); the training
+        cache is put back afterwards, so evaluating never changes what training sees."""
+        saved = self._cache
+        self._cache = None
+        try:
+            yield
+        finally:
+            self._cache = saved
 
     def cached_encodings(self) -> torch.Tensor | None:
         """The cached anchor encodings (without e_k), saved with a resume point so a resumed
@@ -129,16 +177,48 @@ class AnchorBank(nn.Module):
     def restore_encodings(self, cache: torch.Tensor | None) -> None:
         self._cache = None if cache is None else cache.to(self.offset.device)
 
+    # ---- the S_p marginal ------------------------------------------------------------------------
+    @torch.no_grad()
+    def observe_text(self, text_probs: torch.Tensor) -> None:
+        """Adds a training batch's S_p rows to the running marginal."""
+        self.text_marginal_sum += text_probs.detach().double().sum(dim=0)
+        self.text_marginal_count += text_probs.shape[0]
+
+    def text_marginal(self) -> torch.Tensor | None:
+        """Mean S_p over the training pairs seen this epoch, or None before any."""
+        if float(self.text_marginal_count) == 0:
+            return None
+        return (self.text_marginal_sum / self.text_marginal_count).float()
+
+    # ---- P ---------------------------------------------------------------------------------------
+    def _encode_all(self, encode_text) -> torch.Tensor:
+        with torch.no_grad():
+            return encode_text(self.tokens).detach().float()
+
     def forward(self, encode_text: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Anchor matrix P [K, D]."""
-        if self.refresh == "step":
-            base = encode_text(self.tokens)
+        if self.refresh == "step" and self.training and torch.is_grad_enabled():
+            base = self._step_encodings(encode_text)
+        elif self.refresh == "step" and self._cache is None:
+            base = encode_text(self.tokens)  # evaluation of a per-step model: always current
         else:
             if self._cache is None or self._cache.device != self.offset.device:
-                with torch.no_grad():
-                    self._cache = encode_text(self.tokens).detach().float()
+                self._cache = self._encode_all(encode_text)
             base = self._cache
         return base.to(self.offset.dtype) + self.offset
+
+    def _step_encodings(self, encode_text) -> torch.Tensor:
+        if not self.step_subset:
+            return encode_text(self.tokens)
+        if self._cache is None or self._cache.device != self.offset.device:
+            self._cache = self._encode_all(encode_text)
+        k = self.num_anchors
+        window = (self.cursor + torch.arange(self.step_subset, device=self.cursor.device)) % k
+        window = window.to(self.tokens.device)
+        fresh = encode_text(self.tokens[window])
+        self._cache = self._cache.index_copy(0, window, fresh.detach().float())
+        self.cursor.copy_((self.cursor + self.step_subset) % k)
+        return self._cache.to(fresh.dtype).index_put((window,), fresh)
 
 
 def build_anchors(cfg: AnchorConfig, tokenize: Callable[[list[str]], torch.Tensor], dim: int):

@@ -115,6 +115,9 @@ class CALMCaptioner(VideoTextCore):
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> CALMCaptioner:
         """Builds the video side as CALM does; a bad name or label file is a ConfigError."""
+        if cfg.anchors.video_source != "frame_mean":
+            raise ConfigError("model.anchors.video_source: captioning has no fusion head to take "
+                              "a fused video from; use frame_mean")
         parts = cls.build_parts(cfg)
         tok = parts.backbone.tokenizer
         vocab = getattr(tok, "vocab_size", None) or len(getattr(tok, "encoder", ()))
@@ -150,12 +153,14 @@ class CALMCaptioner(VideoTextCore):
 
     # ---- training forward -----------------------------------------------------------------------
     def forward(
-        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, gather=None
+        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, gather=None,
+        video_index=None,
     ) -> CaptionOutput:
         """Teacher forcing: logits for tokens[:, 1:] given tokens[:, :-1].
 
-        `gather` is accepted for the training loop's common call and unused: the caption loss and
-        the alignment terms are per-sample, so nothing needs the global batch.
+        `gather` and `video_index` are accepted for the training loop's common call and unused:
+        the caption loss and the alignment terms are per-sample, so nothing needs the global
+        batch.
 
         Trailing columns that are padding in every row are cut first (they are ignored anyway), so
         logits and targets may be shorter than L - 1; they always match each other.

@@ -23,6 +23,7 @@ from open_clip.transform import PreprocessCfg
 from torch import nn
 
 from calm.model import hf_clip
+from calm.model.errors import CheckpointError
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 _registered = False
@@ -31,10 +32,6 @@ CHECKPOINT_HINT = (
     "pass a local CLIP weights file with --set model.backbone.checkpoint=PATH "
     "(for example OpenAI's ViT-B-32.pt or an open_clip .safetensors file); calm never downloads weights"
 )
-
-
-class CheckpointError(ValueError):
-    """A named checkpoint is missing or cannot be read; says what to pass instead."""
 
 
 def register_calm_configs() -> None:

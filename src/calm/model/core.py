@@ -65,20 +65,20 @@ class VideoTextCore(nn.Module):
             raise ValueError("the 'vae' alignment needs a VAE")
 
     @staticmethod
-    def build_parts(cfg: ModelConfig, needs_vae: bool = False) -> CoreParts:
+    def build_parts(cfg: ModelConfig) -> CoreParts:
         """Builds the shared components by name; a bad name or label file is a ConfigError.
 
-        Anchors and the VAE exist only when the objective (or `needs_vae`) uses them.
+        Anchors and the VAE exist only when the objective uses them (the config refuses a
+        score that would need a VAE the objective does not train).
         """
         with config_key("model.alignment.name"):
             alignment = build_alignment(cfg.alignment)
         backbone = build_backbone(cfg.backbone)
-        needs_vae = needs_vae or alignment.uses_vae
         anchors = None
-        if alignment.uses_anchors or needs_vae:
+        if alignment.uses_anchors:
             with config_key("model.anchors.labels"):
                 anchors = build_anchors(cfg.anchors, backbone.tokenize, backbone.embed_dim)
-        vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if needs_vae else None
+        vae = CrossModalVAE(anchors.num_anchors, cfg.vae) if alignment.uses_vae else None
         return CoreParts(backbone, alignment, anchors, vae)
 
     # ---- encoders -------------------------------------------------------------------------------
@@ -92,18 +92,24 @@ class VideoTextCore(nn.Module):
     def anchor_matrix(self) -> torch.Tensor:
         return self.anchors(self.backbone.encode_text)
 
+    def anchor_video_feature(self, frames, mask) -> torch.Tensor:
+        """The video side of the anchor branch: the frame mean, as the paper has it, whatever
+        the retrieval fusion (`CALM` can use its fusion head's text-free embedding instead)."""
+        return masked_mean(frames, mask)
+
     def video_anchor_logits(self, frames, mask, anchors=None) -> torch.Tensor:
-        """The anchor branch always uses the frame mean, whatever the retrieval fusion."""
         anchors = self.anchor_matrix() if anchors is None else anchors
-        return anchor_logits(masked_mean(frames, mask), anchors, self.anchors.scale)
+        return anchor_logits(self.anchor_video_feature(frames, mask), anchors, self.anchors.scale)
 
     def text_anchor_logits(self, text, anchors=None) -> torch.Tensor:
         anchors = self.anchor_matrix() if anchors is None else anchors
-        return anchor_logits(text, anchors, self.anchors.scale)
+        return anchor_logits(text, anchors, self.anchors.text_scale)
 
     def anchor_branch(self, text, frames, mask) -> AnchorOutput:
         anchors = self.anchor_matrix()
         video_logits = self.video_anchor_logits(frames, mask, anchors)
         text_logits = self.text_anchor_logits(text, anchors)
+        if self.training:
+            self.anchors.observe_text(text_logits.softmax(dim=-1))
         vae_out = self.vae(video_logits.softmax(dim=-1)) if self.vae is not None else None
         return AnchorOutput(video_logits, text_logits, vae_out)

@@ -38,6 +38,11 @@ class FusionHead(nn.Module):
     def video_state(self, frames: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return {"video": F.normalize(self.pool(frames, mask), dim=-1)}
 
+    def text_free_embedding(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One embedding per video that no text conditions ([N_v, D]); CALM's anchor branch
+        can describe the video by it (`anchors.video_source: fused`)."""
+        return self.pool(frames, mask)
+
     def score(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cosine similarity [N_texts, N_videos]."""
         return F.normalize(text, dim=-1) @ state["video"].t()
@@ -158,6 +163,16 @@ class TextConditionedPooling(FusionHead):
         attn = self._attention(text, state)
         pooled = torch.einsum("vthf,vfho->vto", attn, state["values"]) + self.out_proj.bias
         x = self.norm_mid(pooled)
+        return self.norm_out(x + self.dropout(self.linear(x)))
+
+    def text_free_embedding(self, frames, mask):
+        """The same pooling path with uniform attention over the real frames, so the value,
+        output and residual layers see the anchor branch's gradient; queries and keys do not."""
+        state = self.video_state(frames, mask)
+        weights = state["mask"].to(state["values"].dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+        pooled = torch.einsum("vf,vfho->vo", weights, state["values"])  # heads summed, as in score
+        x = self.norm_mid(pooled + self.out_proj.bias)
         return self.norm_out(x + self.dropout(self.linear(x)))
 
     def score(self, text, state):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calm.config.schema import AlignmentConfig
-from calm.model.vae import VAEOutput, kl_to_standard_normal
+from calm.model.vae import VAEOutput, kl_per_dimension
 from calm.registry import Registry
 
 MAX_LOGIT_SCALE = 100.0
@@ -54,6 +54,38 @@ def symmetric_info_nce(
             raise ValueError("targets must be a permutation of 0..N-1 (one video per text)")
         inverse = torch.argsort(targets)  # video j is paired with text inverse[j]
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), inverse))
+
+
+def multi_positive_info_nce(
+    sims: torch.Tensor, log_scale: torch.Tensor, video_ids: torch.Tensor, same_video: str
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a [N, N] pair matrix when several pairs share a video.
+
+    Pair i is (text i, clip i); `video_ids[i]` names the video of clip i. `same_video`:
+    `negative`: plain InfoNCE (another caption of the same video is a negative);
+    `positive`: -log(sum over same-video pairs / sum over all), both directions;
+    `masked`: the other same-video pairs are left out of the denominator.
+    Without repeated videos in the batch all three are the same loss.
+    """
+    if same_video == "negative":
+        return symmetric_info_nce(sims, log_scale)
+    if sims.shape[0] != sims.shape[1] or video_ids.shape[0] != sims.shape[0]:
+        raise ValueError(f"need a square matrix and one video id per pair, got {tuple(sims.shape)} "
+                         f"and {tuple(video_ids.shape)}")
+    logits = log_scale.exp().clamp(max=MAX_LOGIT_SCALE) * sims
+    n = sims.shape[0]
+    same = video_ids[:, None] == video_ids[None, :]
+    if same_video == "masked":
+        others = same & ~torch.eye(n, dtype=torch.bool, device=sims.device)
+        logits = logits.masked_fill(others, float("-inf"))
+        targets = torch.arange(n, device=sims.device)
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+    if same_video != "positive":
+        raise ValueError(f"same_video must be negative, positive or masked, got {same_video!r}")
+    positives = logits.masked_fill(~same, float("-inf"))
+    t2v = (logits.logsumexp(dim=1) - positives.logsumexp(dim=1)).mean()
+    v2t = (logits.logsumexp(dim=0) - positives.logsumexp(dim=0)).mean()
+    return 0.5 * (t2v + v2t)
 
 
 def caption_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -100,11 +132,17 @@ class NoAlignment(AlignmentObjective):
 
 @ALIGNMENTS.register("kl")
 class KLAlignment(AlignmentObjective):
-    """KL(S_p || V_p): the text distribution is the target."""
+    """`text_to_video`: KL(S_p || V_p), S_p the target. With a detached S_p this is `ce` minus
+    the constant H(S_p), so the two have the same gradient; `video_to_text`: KL(V_p || S_p),
+    which penalises V_p mass where S_p has none (mode-seeking)."""
 
     def terms(self, video_logits, text_logits, vae_out):
         log_t = self.target(text_logits)
-        kl = (log_t.exp() * (log_t - video_logits.log_softmax(dim=-1))).sum(dim=-1).mean()
+        log_v = video_logits.log_softmax(dim=-1)
+        if self.cfg.kl_direction == "text_to_video":
+            kl = (log_t.exp() * (log_t - log_v)).sum(dim=-1).mean()
+        else:
+            kl = (log_v.exp() * (log_v - log_t)).sum(dim=-1).mean()
         return {"kl": kl, "align": self.cfg.weight * kl}
 
 
@@ -133,15 +171,34 @@ class VAEAlignment(AlignmentObjective):
 
     uses_vae = True
 
+    def __init__(self, cfg: AlignmentConfig):
+        super().__init__(cfg)
+        # training steps seen, for the KL warm-up; saved with the weights so a resume continues it
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
+
+    def alpha(self) -> float:
+        """alpha, ramped linearly from 0 over `kl_warmup_steps` training steps."""
+        warmup = self.cfg.kl_warmup_steps
+        if warmup <= 0:
+            return self.cfg.alpha
+        return self.cfg.alpha * min(1.0, float(self.steps_seen) / warmup)
+
     def terms(self, video_logits, text_logits, vae_out):
         if vae_out is None:
             raise ValueError("the 'vae' objective needs the VAE output")
         rec = _cross_entropy(self.target(text_logits), vae_out.logits.log_softmax(dim=-1))
-        kl_prior = kl_to_standard_normal(vae_out.mu, vae_out.logvar).mean()
+        kl_per_dim = kl_per_dimension(vae_out.mu, vae_out.logvar).mean(dim=0)  # [d], batch mean
+        kl_prior = kl_per_dim.sum()
+        # free bits: dimensions below the floor cost the floor, so the encoder gains nothing by
+        # collapsing them onto the prior (0 = the paper's plain KL)
+        penalised = kl_per_dim.clamp(min=self.cfg.free_bits).sum() if self.cfg.free_bits else kl_prior
+        alpha = self.alpha()
+        if self.training and torch.is_grad_enabled():
+            self.steps_seen += 1
         return {
             "rec": rec,
             "kl_prior": kl_prior,
-            "align": self.cfg.weight * (rec + self.cfg.alpha * kl_prior),
+            "align": self.cfg.weight * (rec + alpha * penalised),
         }
 
 
@@ -173,8 +230,12 @@ class CALMLoss(nn.Module):
         return terms
 
 
-def retrieval_task_loss(model: nn.Module, out) -> torch.Tensor:
-    return symmetric_info_nce(out.sims, model.logit_scale)
+def retrieval_task_loss(model: nn.Module, out, same_video: str = "negative") -> torch.Tensor:
+    """Symmetric InfoNCE over the global batch; `same_video` treats pairs sharing a video (see
+    `multi_positive_info_nce`); it needs the batch's video ids in `out.video_ids`."""
+    if same_video == "negative" or out.video_ids is None:
+        return symmetric_info_nce(out.sims, model.logit_scale)
+    return multi_positive_info_nce(out.sims, model.logit_scale, out.video_ids, same_video)
 
 
 def captioning_task_loss(model: nn.Module, out) -> torch.Tensor:

@@ -32,6 +32,7 @@ class CALMOutput:
     frame_mask: torch.Tensor  # [B, T]
     sims: torch.Tensor  # global text x video cosine similarities [N, N]
     anchors: AnchorOutput | None = None
+    video_ids: torch.Tensor | None = None  # global video index of each pair, when given
     extras: dict = field(default_factory=dict)
 
 
@@ -45,22 +46,32 @@ class CALM(VideoTextCore):
         """Builds every component by name; a bad name or label file is a ConfigError naming the key."""
         with config_key("model.fusion.name"):
             FUSION_HEADS.get(cfg.fusion.name)
-        parts = cls.build_parts(cfg, needs_vae=cfg.score.mode == "anchor_agreement")
+        parts = cls.build_parts(cfg)
         return cls(parts, build_fusion(cfg.fusion, parts.backbone.embed_dim))
 
     @property
     def logit_scale(self) -> nn.Parameter:
         return self.backbone.logit_scale
 
+    def anchor_video_feature(self, frames, mask) -> torch.Tensor:
+        """`anchors.video_source: fused` takes the fusion head's text-free video embedding, so
+        the alignment term reaches the fusion head too; `frame_mean` is the paper's choice."""
+        if self.anchors.video_source == "fused":
+            return self.fusion.text_free_embedding(frames, mask)
+        return super().anchor_video_feature(frames, mask)
+
     def forward(
         self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor,
-        gather: Gather = _identity,
+        gather: Gather = _identity, video_index: torch.Tensor | None = None,
     ) -> CALMOutput:
-        """`gather` concatenates a local tensor across processes (identity on one process)."""
+        """`gather` concatenates a local tensor across processes (identity on one process);
+        `video_index` (the dataset's video of each pair) lets the loss see shared videos."""
         text = self.encode_text(tokens)
         feats = self.encode_frames(frames, frame_mask)
         sims = self.fusion.similarity(gather(text), gather(feats), gather(frame_mask))
         out = CALMOutput(text, feats, frame_mask, sims)
+        if video_index is not None:
+            out.video_ids = gather(video_index)
         if self.alignment.uses_anchors:
             out.anchors = self.anchor_branch(text, feats, frame_mask)
         return out

@@ -60,6 +60,11 @@ class CrossModalVAE(nn.Module):
         return VAEOutput(mu, logvar, z, self.decoder(z))
 
 
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_d, sigma_d^2) || N(0, 1)) per sample and latent dimension, [N, d] (closed form)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per sample, summed over latent dimensions (closed form)."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+    """KL(N(mu, sigma^2) || N(0, I)) per sample, summed over latent dimensions."""
+    return kl_per_dimension(mu, logvar).sum(dim=-1)

@@ -32,6 +32,7 @@ class SplitEmbeddings:
     text_ids: list[str]
     video_ids: list[str]
     skipped: dict = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)  # the kept captions themselves
 
 
 @torch.no_grad()
@@ -73,6 +74,7 @@ def encode_split(
         text_ids=[ann.texts[i].text_id or str(i) for i in keep_text],
         video_ids=[ann.videos[v].video_id for v in kept_videos],
         skipped=skips.to_dict() if len(skips) else {},
+        texts=[ann.texts[i].text for i in keep_text],
     )
 
 

@@ -1,0 +1,9 @@
+"""Errors of model weights, importable without torch (the command line catches them)."""
+
+
+class CheckpointError(ValueError):
+    """A named checkpoint is missing or cannot be read; says what to pass instead."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file needs arbitrary pickled objects to load; calm refuses to execute them."""

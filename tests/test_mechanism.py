@@ -1,0 +1,229 @@
+"""CALM's mechanism as options: multi-positive InfoNCE, the KL direction, KL warm-up and free
+bits, fresh anchors at evaluation, and the anchor diagnostics of every evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from calm.config import AlignmentConfig, ExperimentConfig, ModelConfig, from_dict
+from calm.engine.evaluation.anchors import anchor_diagnostics, fresh_anchors
+from calm.engine.evaluation.retrieval import encode_split
+from calm.engine.inputs import data_setup
+from calm.engine.tasks import task_for
+from calm.model.losses import build_alignment, multi_positive_info_nce, symmetric_info_nce
+from calm.model.retrieval import CALM
+from calm.model.vae import VAEOutput
+from tests.engine_fixtures import tiny_config, write_tiny_msrvtt
+
+# ---- multi-positive InfoNCE ---------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 7), st.integers(0, 2**31 - 1))
+def test_all_modes_equal_plain_infonce_without_repeated_videos(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    sims = torch.rand(n, n, generator=g) * 2 - 1
+    scale = torch.tensor(math.log(20.0))
+    plain = symmetric_info_nce(sims, scale)
+    ids = torch.randperm(n, generator=g)  # every pair a different video
+    for mode in ("negative", "positive", "masked"):
+        torch.testing.assert_close(multi_positive_info_nce(sims, scale, ids, mode), plain)
+
+
+def test_same_video_pairs_by_hand():
+    # pairs 0 and 1 show the same video; pair 2 another one
+    sims = torch.tensor([[0.9, 0.8, 0.1], [0.7, 0.6, 0.2], [0.3, 0.0, 0.5]])
+    ids = torch.tensor([5, 5, 9])
+    scale = torch.tensor(0.0)  # logits = sims
+    e = sims.exp()
+    # positive, text->video: row 0: -log((e00 + e01) / sum row 0), etc.
+    t2v_pos = -torch.log(torch.stack([(e[0, 0] + e[0, 1]) / e[0].sum(),
+                                      (e[1, 0] + e[1, 1]) / e[1].sum(),
+                                      e[2, 2] / e[2].sum()])).mean()
+    v2t_pos = -torch.log(torch.stack([(e[0, 0] + e[1, 0]) / e[:, 0].sum(),
+                                      (e[0, 1] + e[1, 1]) / e[:, 1].sum(),
+                                      e[2, 2] / e[:, 2].sum()])).mean()
+    torch.testing.assert_close(multi_positive_info_nce(sims, scale, ids, "positive"),
+                               0.5 * (t2v_pos + v2t_pos))
+    # masked: the other same-video pair leaves the denominator
+    t2v_m = -torch.log(torch.stack([e[0, 0] / (e[0, 0] + e[0, 2]), e[1, 1] / (e[1, 1] + e[1, 2]),
+                                    e[2, 2] / e[2].sum()])).mean()
+    v2t_m = -torch.log(torch.stack([e[0, 0] / (e[0, 0] + e[2, 0]), e[1, 1] / (e[1, 1] + e[2, 1]),
+                                    e[2, 2] / e[:, 2].sum()])).mean()
+    torch.testing.assert_close(multi_positive_info_nce(sims, scale, ids, "masked"),
+                               0.5 * (t2v_m + v2t_m))
+    # negative is plain InfoNCE, which pushes pair 0's text away from pair 1's clip
+    torch.testing.assert_close(multi_positive_info_nce(sims, scale, ids, "negative"),
+                               symmetric_info_nce(sims, scale))
+
+
+def test_positive_mode_stops_pushing_same_video_pairs_apart():
+    sims = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.5]], requires_grad=True)
+    ids = torch.tensor([1, 1, 2])
+    scale = torch.tensor(math.log(10.0))
+    (g_neg,) = torch.autograd.grad(multi_positive_info_nce(sims, scale, ids, "negative"), sims)
+    (g_pos,) = torch.autograd.grad(multi_positive_info_nce(sims, scale, ids, "positive"), sims)
+    assert g_neg[0, 1] > 0  # plain InfoNCE lowers the same-video off-diagonal score
+    assert g_pos[0, 1] < 0  # multi-positive raises it, as a positive
+
+
+def test_the_training_loss_uses_the_batch_video_ids():
+    cfg = from_dict(ExperimentConfig, {"train": {"same_video": "positive"}})
+    loss = task_for(cfg).build_loss(cfg)
+
+    class Out:
+        sims = torch.tensor([[0.5, 0.4], [0.3, 0.6]])
+        video_ids = torch.tensor([3, 3])
+        anchors = None
+
+    class Model:
+        logit_scale = torch.tensor(0.0)
+
+    expected = multi_positive_info_nce(Out.sims, Model.logit_scale, Out.video_ids, "positive")
+    torch.testing.assert_close(loss(Model, Out)["task"], expected)
+    assert not torch.allclose(expected, symmetric_info_nce(Out.sims, Model.logit_scale))
+
+
+# ---- the KL direction, warm-up and free bits -----------------------------------------------------
+
+
+def test_kl_directions_by_hand():
+    video = torch.tensor([[2.0, 0.0, -1.0]])
+    text = torch.tensor([[0.0, 1.0, 0.0]])
+    lv, lt = video.log_softmax(-1), text.log_softmax(-1)
+    t2v = build_alignment(AlignmentConfig(name="kl"))(video, text)["kl"]
+    v2t = build_alignment(AlignmentConfig(name="kl", kl_direction="video_to_text"))(video, text)
+    torch.testing.assert_close(t2v, (lt.exp() * (lt - lv)).sum())
+    torch.testing.assert_close(v2t["kl"], (lv.exp() * (lv - lt)).sum())
+
+
+def test_detached_kl_and_ce_have_the_same_gradient():
+    """Why the direction matters: with S_p detached, KL(S_p || V_p) = CE - H(S_p)."""
+    video = torch.randn(4, 6, requires_grad=True)
+    text = torch.randn(4, 6)
+    g_kl, = torch.autograd.grad(build_alignment(AlignmentConfig(name="kl"))(video, text)["align"],
+                                video)
+    g_ce, = torch.autograd.grad(build_alignment(AlignmentConfig(name="ce"))(video, text)["align"],
+                                video)
+    torch.testing.assert_close(g_kl, g_ce)
+    rev = build_alignment(AlignmentConfig(name="kl", kl_direction="video_to_text"))
+    g_rev, = torch.autograd.grad(rev(video, text)["align"], video)
+    assert not torch.allclose(g_rev, g_ce)
+
+
+def _vae_out(mu, logvar, k=5):
+    return VAEOutput(mu, logvar, mu, torch.zeros(mu.shape[0], k))
+
+
+def test_kl_warmup_ramps_alpha_over_training_steps():
+    objective = build_alignment(AlignmentConfig(name="vae", alpha=0.1, kl_warmup_steps=4)).train()
+    mu, logvar = torch.ones(2, 3), torch.zeros(2, 3)  # KL = 0.5 * 3 per sample
+    logits = torch.zeros(2, 5)
+    weights = []
+    for _ in range(6):
+        terms = objective(logits, logits, _vae_out(mu, logvar))
+        weights.append(float((terms["align"] - terms["rec"]) / terms["kl_prior"]))
+    assert weights == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])
+    objective.eval()
+    with torch.no_grad():
+        objective(logits, logits, _vae_out(mu, logvar))
+    assert int(objective.steps_seen) == 6  # evaluation does not advance the ramp
+
+
+def test_free_bits_floor_each_latent_dimension():
+    objective = build_alignment(AlignmentConfig(name="vae", alpha=1.0, free_bits=0.5))
+    mu = torch.tensor([[2.0, 0.0, 0.0]])  # KL per dim: 2.0, 0, 0
+    terms = objective(torch.zeros(1, 5), torch.zeros(1, 5), _vae_out(mu, torch.zeros(1, 3)))
+    assert float(terms["kl_prior"]) == pytest.approx(2.0)  # reported unfloored
+    assert float(terms["align"] - terms["rec"]) == pytest.approx(2.0 + 0.5 + 0.5)
+
+
+# ---- fresh anchors at evaluation, and the diagnostics ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    ann, vid = write_tiny_msrvtt(root)
+    cfg = from_dict(ExperimentConfig, tiny_config(ann, vid))
+    model = task_for(cfg).build_model(cfg.model)
+    data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
+                      cfg.data.text_length)
+    return model, cfg, data
+
+
+def test_evaluation_scores_with_anchors_from_the_current_text_encoder(tiny):
+    model, cfg, _ = tiny
+    model.train()
+    training_cache = model.anchor_matrix().detach()  # cached (refresh: epoch) at this encoder
+    with torch.no_grad():  # the text encoder moves on, as during an epoch
+        model.backbone.clip.token_embedding.weight.add_(0.05)
+    model.eval()
+    with torch.no_grad():
+        current = model.backbone.encode_text(model.anchors.tokens) + model.anchors.offset
+        stale = model.anchor_matrix()
+        with fresh_anchors(model):
+            fresh = model.anchor_matrix()
+        after = model.anchor_matrix()
+    torch.testing.assert_close(fresh, current)
+    torch.testing.assert_close(stale, training_cache)
+    torch.testing.assert_close(after, training_cache)  # training's cache is put back
+    assert not torch.allclose(fresh, stale)
+
+
+def test_eval_metrics_carry_the_anchors_block(tiny):
+    model, cfg, data = tiny
+    ann = data.split("test")
+    metrics = task_for(cfg).evaluate(model, ann, data, cfg, torch.device("cpu"))
+    block = metrics["anchors"]
+    k = model.anchors.num_anchors
+    assert block["rec_ce_uniform"] == pytest.approx(math.log(k))
+    for key in ("rec_ce", "kl", "entropy_vp", "entropy_sp", "top1_agreement"):
+        assert math.isfinite(block[key]), key
+    assert 0 <= block["active_dims"] <= block["latent_dim"]
+    assert 0 <= block["entropy_sp"] <= math.log(k) + 1e-6
+    assert block["rec_ce"] >= block["entropy_sp"] - 1e-4  # cross-entropy >= entropy
+
+
+def test_diagnostics_by_hand(tiny):
+    """rec_ce and the marginal baseline against a direct computation on the cached split."""
+    model, cfg, data = tiny
+    model.eval()
+    ann = data.split("val")
+    emb = encode_split(model, ann, data, 16, torch.device("cpu"))
+    model.anchors.text_marginal_sum.fill_(1.0)  # a uniform training marginal
+    model.anchors.text_marginal_count.fill_(model.anchors.num_anchors)
+    with torch.no_grad(), fresh_anchors(model):
+        block = anchor_diagnostics(model, emb, torch.device("cpu"))
+        p = model.anchor_matrix()
+        sp = model.text_anchor_logits(emb.text, p).softmax(-1)
+        vp = model.video_anchor_logits(emb.frames, emb.mask, p).softmax(-1)
+        out = model.vae(vp, sample=False)
+    pairs = torch.as_tensor(emb.text_to_video)
+    rec = -(sp * out.probs[pairs].log()).sum(-1).mean()
+    assert block["rec_ce"] == pytest.approx(float(rec), rel=1e-4)
+    assert block["rec_ce_marginal"] == pytest.approx(math.log(model.anchors.num_anchors), rel=1e-5)
+    entropy = -(sp * sp.log()).sum(-1).mean()
+    assert block["entropy_sp"] == pytest.approx(float(entropy), rel=1e-4)
+    agree = (vp[pairs].argmax(-1) == sp.argmax(-1)).float().mean() * 100
+    assert block["top1_agreement"] == pytest.approx(float(agree))
+    model.anchors.start_epoch()
+    assert model.anchors.text_marginal() is None
+
+
+def test_training_forward_accumulates_the_text_marginal():
+    torch.manual_seed(0)
+    model = CALM.from_config(from_dict(ModelConfig, {
+        "backbone": {"name": "calm-micro"}, "anchors": {"labels": "coco"},
+        "alignment": {"name": "ce"}})).train()
+    frames, mask = torch.randn(2, 2, 3, 32, 32), torch.ones(2, 2, dtype=torch.bool)
+    tokens = model.backbone.tokenize(["a cat", "two dogs"])
+    out = model(frames, mask, tokens)
+    expected = F.softmax(out.anchors.text_logits.detach(), -1).mean(0)
+    torch.testing.assert_close(model.anchors.text_marginal(), expected)
