@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ from calm.model.retrieval import CALM  # noqa: E402
 from tests.videos import moving_image, write_clip  # noqa: E402
 
 CAPTIONS_PER_CLIP = 20
+PREFETCH = 2  # batches in flight per worker
 
 
 def _write_one(task: tuple[str, int, int, int, int]) -> str:
@@ -84,6 +86,20 @@ def build_model(backbone: str, device: torch.device, precision: str):
     return model, cfg
 
 
+def _fit_shared_memory(workers: int, batch: int, spec: FrameSpec) -> int:
+    """Workers hand batches over in /dev/shm (PREFETCH each in flight): keep them within half."""
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers
+    batch_bytes = batch * spec.num_frames * 3 * spec.image_size**2
+    fit = max(1, int(free / 2 // (PREFETCH * batch_bytes)))
+    if fit < workers:
+        print(f"/dev/shm has {free / 2**30:.1f} GiB free: {fit} workers instead of {workers}",
+              flush=True)
+    return min(workers, fit)
+
+
 def _one_thread(_):
     torch.set_num_threads(1)
 
@@ -94,10 +110,11 @@ def train_from(sampler, ann, model, cfg, device, batch: int, workers: int, steps
     pre = model.backbone.preprocess
     dataset = PairDataset(ann, sampler, Tokenize(model.backbone.tokenizer, 32), seed=0)
     cuda = device.type == "cuda"
+    workers = _fit_shared_memory(workers, batch, sampler.spec)
     loader = DataLoader(
         dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
         collate_fn=collate, pin_memory=cuda, persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, worker_init_fn=_one_thread,
+        prefetch_factor=PREFETCH if workers > 0 else None, worker_init_fn=_one_thread,
     )
     assert pre.image_size == sampler.spec.image_size, "model and clips disagree on the image size"
     optimizer = build_optimizer(model, cfg.train)

@@ -227,3 +227,18 @@ def test_training_forward_accumulates_the_text_marginal():
     out = model(frames, mask, tokens)
     expected = F.softmax(out.anchors.text_logits.detach(), -1).mean(0)
     torch.testing.assert_close(model.anchors.text_marginal(), expected)
+
+
+def test_zero_shot_diagnostics_of_a_model_without_anchors(tiny):
+    from calm.engine.evaluation.anchors import zero_shot_anchor_diagnostics
+
+    _, cfg, data = tiny
+    base_cfg = from_dict(ExperimentConfig, {**tiny_config(cfg.data.annotations, cfg.data.videos),
+                                            "model": {"backbone": {"name": "calm-micro"},
+                                                      "alignment": {"name": "none"}}})
+    model = task_for(base_cfg).build_model(base_cfg.model).eval()
+    emb = encode_split(model, data.split("val"), data, 16, torch.device("cpu"))
+    block = zero_shot_anchor_diagnostics(model, cfg.model.anchors, emb, torch.device("cpu"))
+    assert model.anchors is None  # the borrowed bank is gone again
+    assert block["num_anchors"] == 91 and block["rec_ce"] is None and block["kl"] is None
+    assert 0 <= block["top1_agreement"] <= 100 and block["entropy_vp"] > 0

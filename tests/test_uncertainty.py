@@ -212,7 +212,8 @@ def test_block_from_a_matrix_uses_videos_with_captions_and_each_query_side():
     assert set(t["baselines"]) == {"vp_entropy", "margin", "random"}
     # t2v ranks: text 0 -> 1, text 1 -> 2 (0.75 > 0.2), text 2 -> 2 (0.8 > 0.7)
     assert t["r1"] == pytest.approx(100 / 3)
-    assert block["fractions"] == [0.0, 0.5] and block["tie_rule"] == "strictly-better"
+    assert block["fractions"] == [0.0, 0.5]
+    assert block["tie_rule"] == "expected-under-random-tie-breaking"
     json.dumps(block)
 
 
@@ -276,3 +277,14 @@ def test_fractions_are_validated():
     with pytest.raises(ValueError, match="fractions"):
         sparsification_curve([0.1, 0.2], [1, 2], [0.0, 1.0])
     assert len(FRACTIONS) == 10 and FRACTIONS[0] == 0.0 and FRACTIONS[-1] == pytest.approx(0.9)
+
+
+def test_a_collapsed_model_is_at_chance_in_every_bin():
+    # all scores tie: every query's expected R@1 is 1/n, whatever its sigma
+    n = 8
+    scores = {"sigma": np.arange(n, dtype=float), "vp_entropy": np.ones(n),
+              "sp_entropy": np.ones(n)}
+    block = uncertainty_from_scores(np.zeros((n, n)), np.arange(n), scores, n_bins=4)
+    assert block["r1"] == pytest.approx(100 / n)
+    assert block["sigma"]["bins_r1"] == pytest.approx([100 / n] * 4)
+    assert block["sigma"]["ause"] == pytest.approx(0.0)

@@ -6,8 +6,10 @@ for training); each position shows a frame, the one a player shows there. The sa
 forward from the start and stops after the last wanted frame, seeking ahead to a keyframe only
 where that skips more than `seek_gap` frames (see `FrameSampler`). Decoded frames are identified
 by their timestamp rather than by counting, so the frame returned for index i is frame i of the
-file even when the decoder returns frames out of timestamp order; only files without usable
-timestamps are decoded from the start and identified by the order the decoder returns them.
+file even when the decoder returns frames out of timestamp order. Only files whose timestamps
+are not presentation times (none at all, or AVI whose codec reorders frames: DivX packed
+B-frames, H.264 in AVI) are decoded from the start and identified by the order the decoder
+returns them, which is display order.
 
 The sampler yields uint8 frames (`clip`); normalisation to the backbone's mean and std happens
 per batch on the training device (`normalize_frames`), four times less data to move than float.

@@ -84,10 +84,16 @@ def _check_fractions(fractions) -> np.ndarray:
     return f
 
 
-def hits_at_1(ranks: Any) -> np.ndarray:
-    """1.0 where the first true match is ranked first, else 0.0 (R@1's per-query term)."""
+def hits_at_1(ranks: Any, hits: Any = None) -> np.ndarray:
+    """R@1's per-query term: `hits` when given (e.g. expected hits under random tie-breaking,
+    `calm.metrics.hit_rates`), else 1.0 where the first true match is ranked first."""
     r = _vector(ranks, "ranks")
-    return (r <= 1).astype(np.float64)
+    if hits is None:
+        return (r <= 1).astype(np.float64)
+    h = _vector(hits, "hits")
+    if h.shape != r.shape or (h < 0).any() or (h > 1).any():
+        raise ValueError("hits must be probabilities in [0, 1], one per query")
+    return h
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +134,8 @@ def _curve_from_sorted(sorted_hits: np.ndarray, fractions: np.ndarray) -> list[f
 # --------------------------------------------------------------------------------------------
 
 
-def recall_by_bins(uncertainty: Any, ranks: Any, n_bins: int = N_BINS) -> list[float | None]:
+def recall_by_bins(uncertainty: Any, ranks: Any, n_bins: int = N_BINS,
+                   hits: Any = None) -> list[float | None]:
     """R@1 (percent) in `n_bins` equal-count bins, lowest uncertainty first.
 
     Bin sizes differ by at most one query; with fewer queries than bins the surplus bins are
@@ -137,20 +144,27 @@ def recall_by_bins(uncertainty: Any, ranks: Any, n_bins: int = N_BINS) -> list[f
     u, r = _pair(uncertainty, ranks)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    sorted_hits = expected_sorted_hits(u, r <= 1)
+    sorted_hits = expected_sorted_hits(u, hits_at_1(r, hits))
     return [float(100.0 * b.mean()) if b.size else None
             for b in np.array_split(sorted_hits, n_bins)]
 
 
-def sparsification_curve(uncertainty: Any, ranks: Any, fractions=FRACTIONS) -> list[float]:
+def sparsification_curve(uncertainty: Any, ranks: Any, fractions=FRACTIONS,
+                         hits: Any = None) -> list[float]:
     """R@1 (percent) after dropping the most uncertain fraction of queries, for each fraction."""
     u, r = _pair(uncertainty, ranks)
-    return _curve_from_sorted(expected_sorted_hits(u, r <= 1), _check_fractions(fractions))
+    return _curve_from_sorted(expected_sorted_hits(u, hits_at_1(r, hits)),
+                              _check_fractions(fractions))
 
 
-def oracle_curve(ranks: Any, fractions=FRACTIONS) -> list[float]:
-    """The sparsification curve of the true rank itself: drop the worst-ranked queries first."""
-    return sparsification_curve(ranks, ranks, fractions)
+def oracle_curve(ranks: Any, fractions=FRACTIONS, hits: Any = None) -> list[float]:
+    """The sparsification curve of the true rank itself: drop the worst-ranked queries first
+    (with `hits`, the least likely hits first)."""
+    r = _vector(ranks, "ranks")
+    if hits is None:
+        return sparsification_curve(r, r, fractions)
+    h = hits_at_1(r, hits)
+    return sparsification_curve(-h, r, fractions, h)
 
 
 def ause(curve: Any, oracle: Any, fractions=FRACTIONS) -> float:
@@ -219,21 +233,22 @@ def top2_margin(scores: Any, axis: int = -1) -> np.ndarray:
 
 
 def uncertainty_summary(
-    uncertainty: Any, ranks: Any, n_bins: int = N_BINS, fractions=FRACTIONS
+    uncertainty: Any, ranks: Any, n_bins: int = N_BINS, fractions=FRACTIONS, hits: Any = None
 ) -> dict[str, Any]:
     """``{"bins_r1", "spearman", "ause", "sparsification"}`` of one score on one set of queries."""
     u, r = _pair(uncertainty, ranks)
-    curve = sparsification_curve(u, r, fractions)
+    curve = sparsification_curve(u, r, fractions, hits)
     return {
-        "bins_r1": recall_by_bins(u, r, n_bins),
+        "bins_r1": recall_by_bins(u, r, n_bins, hits),
         "spearman": spearman(u, r),
-        "ause": ause(curve, oracle_curve(r, fractions), fractions),
+        "ause": ause(curve, oracle_curve(r, fractions, hits), fractions),
         "sparsification": curve,
     }
 
 
 def random_summary(
-    ranks: Any, n_bins: int = N_BINS, fractions=FRACTIONS, permutations: int = 200, seed: int = 0
+    ranks: Any, n_bins: int = N_BINS, fractions=FRACTIONS, permutations: int = 200, seed: int = 0,
+    hits: Any = None,
 ) -> dict[str, Any]:
     """Random order: the expected summary, plus the AUSE spread over fixed-seed permutations.
 
@@ -244,11 +259,11 @@ def random_summary(
     """
     r = _vector(ranks, "ranks")
     f = _check_fractions(fractions)
-    hits = (r <= 1).astype(np.float64)
+    hits = hits_at_1(r, hits)
     r1 = float(100.0 * hits.mean())
     sizes = [b.size for b in np.array_split(hits, n_bins)]
     curve = [r1] * f.size
-    oracle = oracle_curve(r, f)
+    oracle = oracle_curve(r, f, hits)
     rng = np.random.default_rng(seed)
     kept = _kept_counts(hits.size, f)
     shuffled = np.stack([hits[rng.permutation(hits.size)] for _ in range(permutations)])
@@ -271,6 +286,7 @@ def uncertainty_report(
     baselines: dict[str, Any],
     n_bins: int = N_BINS,
     fractions=FRACTIONS,
+    hits: Any = None,
 ) -> dict[str, Any]:
     """Every score and baseline on the same queries, the random baseline and the oracle curve.
 
@@ -278,12 +294,12 @@ def uncertainty_report(
     "oracle": {"sparsification"}, "n_queries", "r1"}``.
     """
     r = _vector(ranks, "ranks")
-    out: dict[str, Any] = {name: uncertainty_summary(u, r, n_bins, fractions)
+    out: dict[str, Any] = {name: uncertainty_summary(u, r, n_bins, fractions, hits)
                            for name, u in scores.items()}
-    out["baselines"] = {name: uncertainty_summary(u, r, n_bins, fractions)
+    out["baselines"] = {name: uncertainty_summary(u, r, n_bins, fractions, hits)
                         for name, u in baselines.items()}
-    out["baselines"]["random"] = random_summary(r, n_bins, fractions)
-    out["oracle"] = {"sparsification": oracle_curve(r, fractions)}
+    out["baselines"]["random"] = random_summary(r, n_bins, fractions, hits=hits)
+    out["oracle"] = {"sparsification": oracle_curve(r, fractions, hits)}
     out["n_queries"] = int(r.size)
-    out["r1"] = float(100.0 * np.mean(r <= 1))
+    out["r1"] = float(100.0 * hits_at_1(r, hits).mean())
     return out

@@ -28,6 +28,7 @@ from calm.data.errors import DataError
 from calm.data.synthetic.anchor_truth import anchor_truth
 from calm.engine.evaluation.retrieval import SplitEmbeddings
 from calm.metrics.ranking import mean_average_precision
+from calm.model.anchors import build_anchors
 from calm.model.vae import kl_to_standard_normal
 
 ACTIVE_VARIANCE = 0.01
@@ -120,3 +121,17 @@ def _anchor_maps(metadata, emb: SplitEmbeddings, labels, d: dict) -> dict:
         maps["anchor_map_generated"] = mean_average_precision(d["s_hat"].numpy()[pairs],
                                                               truth.caption_matrix())
     return maps
+
+
+def zero_shot_anchor_diagnostics(model, anchor_cfg, emb: SplitEmbeddings, device,
+                                 metadata: str | Path | None = None) -> dict:
+    """The same block for a model trained without anchors (the `none` baseline): V_p and S_p
+    with the prompts encoded by its own text encoder, no offsets e_k and no VAE. It shows what
+    contrastive training alone does to the anchor distributions."""
+    bank = build_anchors(anchor_cfg, model.backbone.tokenize, model.backbone.embed_dim)
+    saved = model.anchors
+    model.anchors = bank.to(next(model.parameters()).device)
+    try:
+        return anchor_diagnostics(model, emb, device, metadata)
+    finally:
+        model.anchors = saved

@@ -23,7 +23,7 @@ import torch
 from calm.config.errors import ConfigError
 from calm.data.synthetic.ambiguity import AMBIGUITY_MEASURES, clip_ambiguity
 from calm.engine.evaluation.retrieval import SplitEmbeddings
-from calm.metrics.retrieval import TIE_RULES, ranks_t2v, ranks_v2t
+from calm.metrics.retrieval import DEFAULT_TIES, TIE_RULES, hit_rates, ranks_t2v, ranks_v2t
 from calm.metrics.uncertainty import (
     FRACTIONS,
     N_BINS,
@@ -84,7 +84,7 @@ def uncertainty_from_scores(
     sim: torch.Tensor | np.ndarray,
     text_to_video: np.ndarray,
     scores: dict[str, np.ndarray],
-    ties: str = "optimistic",
+    ties: str = DEFAULT_TIES,
     n_bins: int = N_BINS,
     fractions=FRACTIONS,
 ) -> dict:
@@ -103,14 +103,14 @@ def uncertainty_from_scores(
         {"sigma": sigma[has_caption]},
         {"vp_entropy": vp_entropy[has_caption],
          "margin": -top2_margin(sim_np, axis=0)[has_caption]},
-        n_bins, fractions,
+        n_bins, fractions, hits=hit_rates(sim_np, t2v, "v2t", 1, ties),
     )
     # text as query: its candidates are the videos, the matrix's row
     text_query = uncertainty_report(
         ranks_t2v(sim_np, t2v, ties),
         {"sigma": sigma[t2v], "sp_entropy": scores["sp_entropy"]},
         {"vp_entropy": vp_entropy[t2v], "margin": -top2_margin(sim_np, axis=1)},
-        n_bins, fractions,
+        n_bins, fractions, hits=hit_rates(sim_np, t2v, "t2v", 1, ties),
     )
     return {
         **v2t,
