@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--checkpoint", help="the index's checkpoint, when it has moved since indexing")
     p.add_argument("--shortlist", type=int, default=None,
-                   help="videos scored exactly after the mean-vector shortlist (default 1000)")
+                   help="videos scored exactly after the mean-vector shortlist (default 500)")
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from calm.data.errors import DataError
-from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table, sample_indices
+from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
 
 THUMBNAIL_QUALITY = 85
 
@@ -35,16 +35,16 @@ class FileItem:
     error: str | None = None
 
 
-def sampled_frame_times(path, num_frames: int) -> tuple[list[float], float]:
-    """(seconds of each frame the test-mode sampler takes, duration in seconds) of one file.
+def sampled_frame_times(sampler: FrameSampler, path) -> tuple[list[float], float]:
+    """(seconds of each frame `sampler` decodes from `path`, the clip's duration in seconds).
 
-    Times come from the packet table's timestamps relative to the stream start, so a player
-    seeking to them shows the sampled frame; files without timestamps fall back to index / rate.
+    Times are the frames' presentation timestamps relative to the stream start, so a player
+    seeking to one shows that frame; files without timestamps fall back to index / frame rate.
     """
     container, stream = open_video(path)
     with container:
         table = read_frame_table(container, stream, path)
-        wanted = sample_indices(table.count, num_frames, "test")
+        wanted = sampler.frame_indices(table)
         rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         if table.pts is not None and stream.time_base:
             base = float(stream.time_base)
@@ -91,7 +91,7 @@ class VideoFiles(Dataset):
         path = self.paths[index]
         try:
             frames, mask = self.sampler(path)
-            times, duration = sampled_frame_times(path, self.spec.num_frames)
+            times, duration = sampled_frame_times(self.sampler, path)
             thumb = jpeg_thumbnail(self.thumbnails, path) if self.thumbnails else None
         except DataError as exc:
             return FileItem(index, path, error=getattr(exc, "reason", str(exc)))

@@ -83,8 +83,11 @@ def train(
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     # Its own generator: creating an iterator must not draw from the global RNG, or a resumed
     # run's dropout and VAE noise would drift from the uninterrupted run's.
+    # Pinned memory lets uint8 batches copy to the GPU asynchronously. Workers are not
+    # persistent: they would keep the epoch (and so the caption draws) they started with.
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(tc.seed))
 
     optimizer = build_optimizer(model, tc)

@@ -25,7 +25,7 @@ from calm.search.moment import best_frame_weights, moment
 from calm.search.shortlist import Shortlist
 from calm.search.store import Manifest, SearchIndexError
 
-DEFAULT_SHORTLIST = 1000
+DEFAULT_SHORTLIST = 500  # recall@10 1.0 at 250 in benchmarks/bench_search.py; 2x margin
 REFERENCE_SIZE = 256
 MAX_K = 100
 
