@@ -11,10 +11,16 @@ checks presence.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
+import sys
 from pathlib import Path
 
+import av
+
 from calm.data.benchmarks.common import get_loader
+from calm.data.errors import VideoDecodeError
+from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
 
 MAX_LISTED = 10  # ids shown per problem; the counts are always complete
 PROBE_SIZE = 32  # pixels: the decoding work is the same at any output size, the scaling is not
@@ -29,11 +35,6 @@ def probe_video(
     Default: the evaluation sampler's own steps (open, packet table and timeline, the test-mode
     frames of `num_frames` segments). `quick`: open, packet table and the first frame only.
     """
-    import av
-
-    from calm.data.errors import VideoDecodeError
-    from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
-
     try:
         if not quick:
             FrameSampler(FrameSpec(num_frames, PROBE_SIZE), "test").decode_uint8(path)
@@ -101,9 +102,6 @@ def check_split(
     present = [r for r in ann.videos if r.path.is_file()] if decode else []
     tasks = [(r.path, num_frames, quick) for r in present]
     if workers > 1 and len(tasks) > 1:
-        import multiprocessing
-        import sys
-
         ctx = multiprocessing.get_context("spawn" if sys.platform != "linux" else "fork")
         with ctx.Pool(min(workers, len(tasks))) as pool:
             reasons = pool.map(_probe, tasks, chunksize=4)

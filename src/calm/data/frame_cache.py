@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from calm.data.errors import DataError, VideoDecodeError
+from calm.data.timeline import sample_indices, segment_bounds
 from calm.data.video import FrameSpec, normalize_frames, to_clip
 
 CACHE_FORMAT = "calm-frame-cache"
@@ -120,8 +122,6 @@ def segment_plan(n_slots: int, num_frames: int, per_segment: int) -> tuple[list,
     the test slot itself, so a clip stores K frames per segment rather than K + 1. Timelines of
     at most T slots have one segment per slot, as the sampler gives them.
     """
-    from calm.data.timeline import sample_indices, segment_bounds
-
     test = sample_indices(n_slots, num_frames, "test")
     if n_slots <= num_frames:
         return test, [[s] for s in test]
@@ -138,8 +138,6 @@ def segment_plan(n_slots: int, num_frames: int, per_segment: int) -> tuple[list,
 def encode_image(image: np.ndarray, settings: CacheSettings) -> bytes:
     if settings.codec == "raw":
         return np.ascontiguousarray(image).tobytes()
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=settings.quality)
     return buffer.getvalue()
@@ -220,8 +218,6 @@ class FrameCache:
 
 def _decode_jpeg(chunk: np.ndarray) -> np.ndarray:
     """JPEG bytes -> uint8 [S, S, 3] (Pillow's libjpeg-turbo)."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(chunk)) as image:
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 

@@ -20,8 +20,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from tqdm import tqdm
 
 from calm.data.errors import DataError, VideoDecodeError
+from calm.data.video import open_video, read_frame_table
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp", ".flv"}
@@ -134,8 +136,6 @@ def _decoder_order_pts(src: Path) -> list[int] | None:
     numbers, and the fps filter would drop and repeat frames. None: the frames' own timestamps
     hold (see calm.data.timeline.read_frame_table).
     """
-    from calm.data.video import open_video, read_frame_table
-
     try:
         container, stream = open_video(src)
         with container:
@@ -313,8 +313,6 @@ def prepare_videos(
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="video", disable=not enabled, dynamic_ncols=True)
 
 

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from calm.data.errors import DataError, VideoDecodeError
 from calm.data.frame_cache import (
     MANIFEST,
@@ -31,6 +33,8 @@ from calm.data.frame_cache import (
     read_settings,
     segment_plan,
 )
+from calm.data.prepare import find_videos
+from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
 
 SHARD_BYTES = 1 << 30  # start a new shard file past 1 GiB
 
@@ -83,8 +87,6 @@ def _writer(root: Path) -> _ShardWriter:
 
 def cache_clip(path: Path, settings: CacheSettings) -> tuple[list[bytes], dict]:
     """(encoded frames, manifest fields) of one clip; raises VideoDecodeError naming the file."""
-    from calm.data.video import FrameSampler, FrameSpec, open_video, read_frame_table
-
     sampler = FrameSampler(FrameSpec(settings.num_frames, settings.image_size), "test")
     container, stream = open_video(path)
     with container:
@@ -146,8 +148,6 @@ def prepare_frames(
     `limit`: stop after caching this many clips (for tests and trial runs); the rest stay
     missing, exactly as after an interrupted run.
     """
-    from calm.data.prepare import find_videos
-
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DataError(f"source folder {src} does not exist")
@@ -222,6 +222,4 @@ def _repair_torn_line(path: Path) -> None:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="video", disable=not enabled, dynamic_ncols=True)

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from calm.config.errors import ConfigError
 from calm.config.schema import DataConfig
 from calm.data.annotations import SplitAnnotations
 from calm.data.benchmarks.common import get_loader
 from calm.data.errors import DataError
+from calm.data.frame_cache import FrameCache
 from calm.data.samples import PairDataset, TextDataset, VideoDataset, collate
 from calm.data.video import FrameSampler, FrameSpec
 from calm.model.backbone import Preprocess
@@ -64,8 +66,6 @@ class DataSetup:
         if not self.cfg.frame_cache:
             return FrameSampler(self.spec, mode=mode, augment=augment)
         if self._frame_cache is None:
-            from calm.data.frame_cache import FrameCache
-
             self._frame_cache = FrameCache(self.cfg.frame_cache)
         cached = self._frame_cache.sampler(self.spec, self.cfg.videos, mode, augment)
         missing = cached.missing(r.path for r in ann.videos) if ann is not None else []
@@ -99,8 +99,6 @@ def _shard(dataset, rank: int, world_size: int):
 
 def data_setup(cfg: DataConfig, pre: Preprocess, tokenizer, text_length: int | None = None) -> DataSetup:
     if cfg.annotations is None or cfg.videos is None:
-        from calm.config.errors import ConfigError
-
         missing = "data.annotations" if cfg.annotations is None else "data.videos"
         raise ConfigError(
             f"{missing}: required; pass the benchmark's folder with --set {missing}=DIR"

@@ -21,7 +21,9 @@ from torch import nn
 from calm.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
 from calm.config.loader import check_required, read_yaml
 from calm.engine.checkpoint import load_model, read_metadata
-from calm.model.checkpoints import CheckpointError
+from calm.engine.evaluation.checkpoint import evaluate_checkpoint
+from calm.engine.tasks import task_for
+from calm.model.errors import CheckpointError
 
 PARAMETER_FREE_FUSION = ("meanP",)
 
@@ -30,8 +32,6 @@ def model_from_config(
     cfg: ExperimentConfig, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ExperimentConfig, dict]:
     """The model `cfg` builds (backbone weights from the config, nothing trained by calm)."""
-    from calm.engine.tasks import task_for
-
     try:
         model = task_for(cfg).build_model(cfg.model)
     except CheckpointError as exc:
@@ -124,8 +124,6 @@ def evaluate_config(cfg: ExperimentConfig, split: str = "test", **kwargs) -> dic
 
     `kwargs` go to `evaluate_checkpoint` (score_mode, save_sim, progress, uncertainty, ...).
     """
-    from calm.engine.evaluation.checkpoint import evaluate_checkpoint
-
     for key in ("annotations", "videos"):
         if getattr(cfg.data, key) is None:
             raise ConfigError(f"data.{key}: required; set it in the config, with --{key} or with "
