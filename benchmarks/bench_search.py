@@ -26,7 +26,7 @@ With `--synthetic DIR --checkpoint CKPT` it also indexes the clips of a syntheti
 (`calm synth`) with a trained checkpoint and reports recall@10 of the two-stage result against
 exhaustive scoring for the benchmark's test captions, at several shortlist sizes.
 
-Run: nice python benchmarks/bench_search.py [--videos 100000] [--queries 200] [--threads 1 2]
+Run: nice python benchmarks/bench_search.py [--videos 100000] [--queries 200] [--threads 1]
      [--shortlist 500] [--exhaustive-queries 100] [--synthetic DIR --checkpoint CKPT]
 """
 
@@ -231,8 +231,8 @@ def bench_features(args) -> dict:
         print(f"memory: private {after['RssAnon']:.0f} MiB after opening the index and querying "
               f"({after['RssAnon'] - before['RssAnon']:+.0f} MiB: shortlist vectors "
               f"{searcher.shortlist._half.numel() * 2 / 2**20:.0f} MiB, reference-sample state, "
-              f"buffers); mapped index pages resident {after['RssFile']:.0f} MiB (page cache, "
-              f"evictable); index arrays on disk {disk / 2**30:.2f} GiB")
+              f"buffers); file-backed resident {after['RssFile']:.0f} MiB (index pages touched "
+              f"and libraries, page cache: evictable); index arrays on disk {disk / 2**30:.2f} GiB")
         print(f"the query's own clip in the top 10: {100 * hit1:.1f}%")
         rows = []
         for backend in BACKENDS:
@@ -313,8 +313,9 @@ def main() -> None:
     p.add_argument("--exhaustive-queries", type=int, default=100)
     p.add_argument("--query-noise", type=float, default=0.5)
     p.add_argument("--shortlist", type=int, default=DEFAULT_SHORTLIST)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                   help="torch threads for the latency runs; the last one is used for the rest")
+    p.add_argument("--threads", type=int, nargs="+", default=[1],
+                   help="torch threads for the latency runs (e.g. 1 2); the last one is used for "
+                   "the rest. On a busy machine 2 threads wait on each other: measure both")
     p.add_argument("--sweep", type=int, nargs="*", default=[250, 500, 1000, 2000],
                    help="shortlist sizes whose latency and recall are also printed")
     p.add_argument("--seed", type=int, default=0)

@@ -23,8 +23,9 @@ from calm.config import ConfigError
 from calm.metrics.bootstrap import mean_std, paired_bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "experiments" / "tiny.yaml"
-ALIGNMENT = REPO / "configs" / "experiments" / "alignment.yaml"
+EXPERIMENTS = REPO / "configs" / "experiments"
+TINY = EXPERIMENTS / "tiny.yaml"
+ALIGNMENT = EXPERIMENTS / "alignment.yaml"
 DOMAINS = ["msrvtt", "didemo", "lsmdc"]
 
 
@@ -188,6 +189,255 @@ def test_grid_mistakes_are_errors_that_name_the_key(tmp_path, sections, message)
     assert "grid.yaml" in str(info.value)
 
 
+# ---- named variants and the reference ------------------------------------------------------------
+
+PLACEHOLDER_DOMAIN = {"loader": "msrvtt", "annotations": "a", "videos": "v"}
+
+
+def _variants(tmp_path, text: str | None = None, **sections):
+    """A variants grid from sections (or the file's text verbatim), read as `calm experiment`
+    reads it."""
+    from calm.demo.grid import load_grid
+
+    data = {"base": {"scale": "tiny"}, "seeds": [0, 1], "set": {"model.alignment.name": "vae"},
+            "variants": {"paper": {}, "live": {"model.alignment.detach_target": False}},
+            **sections}
+    path = tmp_path / "grid.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
+    return load_grid(path)
+
+
+def test_variants_are_named_cells_set_on_top_of_set(tmp_path):
+    from calm.demo.grid import parse_grid, run_config
+
+    grid = _variants(tmp_path, set={"model.alignment.name": "vae", "model.alignment.weight": 0.5},
+                     variants={"paper": None,
+                               "heavy": {"model.alignment.weight": 2.0},
+                               "kl": {"model.alignment.name": "kl"}})
+    assert [(c.name, c.alignment) for c in grid.cells()] == [
+        ("paper", "vae"), ("heavy", "vae"), ("kl", "kl")]
+    assert len(grid.runs()) == 6
+    paper, heavy, kl = grid.cells()
+    configs = [run_config(grid, c, 1, Path("d"), PLACEHOLDER_DOMAIN, Path("c"), 3)
+               for c in (paper, heavy, kl)]
+    assert [c.model.alignment.weight for c in configs] == [0.5, 2.0, 0.5]  # the variant wins
+    assert [c.model.alignment.name for c in configs] == ["vae", "vae", "kl"]
+    assert all(c.train.seed == 1 for c in configs)
+    # the default reference is the first variant; the reference itself is compared with nothing
+    assert [grid.reference(c) for c in grid.cells()] == [None, paper, paper]
+    assert grid.recipe(heavy, 0)["cell"] == {"model.alignment.weight": 2.0}
+    # the grid as written to OUT/grid.yaml reads back as the same grid
+    again = parse_grid(yaml.safe_load(yaml.safe_dump(grid.to_dict(), sort_keys=False)), "g.yaml")
+    assert again.cells() == grid.cells() and again.reference_name is None
+    named = _variants(tmp_path, reference="live")
+    assert [r.name if r else None for r in map(named.reference, named.cells())] == ["live", None]
+    assert parse_grid(named.to_dict()).reference_name == "live"
+
+
+def test_a_reference_in_a_grid_file_replaces_the_none_of_the_same_row(tmp_path):
+    grid = _grid(tmp_path, grid={"model.alignment.name": ["none", "kl", "vae"],
+                                 "model.anchors.refresh": ["epoch", "step"]},
+                 reference="kl+refresh=epoch")
+    refs = {c.name: grid.reference(c) for c in grid.cells()}
+    assert refs["kl+refresh=epoch"] is None
+    assert {name: ref.name for name, ref in refs.items() if ref} == {
+        name: "kl+refresh=epoch" for name in refs if name != "kl+refresh=epoch"}
+
+
+def test_shipped_variant_grids_parse_to_the_configs_they_describe():
+    from calm.demo.grid import load_grid, run_config
+
+    def configs(name):
+        grid = load_grid(EXPERIMENTS / f"{name}.yaml")
+        assert grid.seeds == [0, 1, 2] and grid.base.scale == "default"
+        cells = grid.cells()
+        first = grid.reference_name
+        assert first == cells[0].name and all(grid.reference(c).name == first for c in cells[1:])
+        return {c.name: run_config(grid, c, 0, Path("d"), PLACEHOLDER_DOMAIN, Path("c"), 3)
+                for c in cells}
+
+    paths = configs("gradient_paths")
+    assert list(paths) == ["paper", "step_anchors", "live_text", "fused_video"]
+    assert {c.model.alignment.name for c in paths.values()} == {"vae"}
+    assert (paths["paper"].model.anchors.refresh, paths["paper"].model.alignment.detach_target,
+            paths["paper"].model.anchors.video_source) == ("epoch", True, "frame_mean")
+    assert (paths["step_anchors"].model.anchors.refresh,
+            paths["step_anchors"].model.anchors.step_subset) == ("step", 16)
+    assert paths["live_text"].model.alignment.detach_target is False
+    assert paths["fused_video"].model.anchors.video_source == "fused"
+
+    learning = configs("vae_learning")
+    assert list(learning) == ["paper", "text_scale_10", "scale_learned", "kl_warmup", "free_bits"]
+    assert learning["text_scale_10"].model.anchors.text_scale == 10.0
+    assert learning["scale_learned"].model.anchors.learn_scale is True
+    assert learning["kl_warmup"].model.alignment.kl_warmup_steps == 150
+    assert learning["free_bits"].model.alignment.free_bits == 0.05
+
+    same = configs("same_video")
+    assert {n: c.train.same_video for n, c in same.items()} == {
+        "negative": "negative", "positive": "positive", "masked": "masked"}
+    assert {(c.model.alignment.name, c.data.train_pairs) for c in same.values()} == {
+        ("none", "all")}
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"grid": {"model.alignment.name": ["none"]}}, "not both"),
+    ({"variants": []}, "variants: expected a non-empty mapping"),
+    ({"variants": {}}, "variants: expected a non-empty mapping"),
+    ({"variants": {"a/b": {}}}, "'a/b' cannot name a cell"),
+    ({"variants": {".hidden": {}}}, "'.hidden' cannot name a cell"),
+    ({"variants": {"-x": {}}}, "'-x' cannot name a cell"),
+    ({"variants": {"two words": {}}}, "'two words' cannot name a cell"),
+    ({"variants": {7: {}}}, "7 cannot name a cell"),
+    ({"variants": {"Paper": {}, "paper": {}}}, "case-insensitive"),
+    ({"variants": {"paper": ["model.anchors.refresh", "step"]}}, r"variants\.paper: expected a"),
+    ({"variants": {"paper": {"model.anchors.refrsh": "step"}}}, r"variants\.paper: .*refrsh"),
+    ({"variants": {"paper": {"model.anchors.refresh": "sometimes"}}},
+     r"variants\.paper: .*sometimes"),
+    ({"variants": {"paper": {"model.alignment.name": "vea"}}},
+     r"variants\.paper: model\.alignment\.name: 'vea'"),
+    ({"variants": {"paper": {"train.seed": 3}}}, r"variants\.paper\.train\.seed"),
+    ({"set": {}}, r"variants\.paper: model\.alignment\.name is required"),
+    ({"reference": "papr"}, r"reference: 'papr' is not one of the cells \['paper', 'live'\]"),
+])
+def test_variant_mistakes_are_errors_that_name_the_file_and_key(tmp_path, sections, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        _variants(tmp_path, **sections)
+    assert "grid.yaml" in str(info.value)
+
+
+def test_grid_file_errors_for_cells_given_twice_or_not_at_all(tmp_path):
+    with pytest.raises(ConfigError, match="grid.yaml: .*found neither"):
+        _variants(tmp_path, text="base: {scale: tiny}\nseeds: [0]\n")
+    with pytest.raises(ConfigError, match=r"grid.yaml: reference: 'vae' is not one of"):
+        _grid(tmp_path, grid={"model.alignment.name": ["none", "kl"]}, reference="vae")
+    # YAML would keep the second `paper` silently; a grid file refuses it
+    twice = ("base: {scale: tiny}\nset: {model.alignment.name: vae}\nvariants:\n  paper: {}\n"
+             "  paper: {model.anchors.refresh: step}\n")
+    with pytest.raises(ConfigError, match=r"grid.yaml .*'paper' appears twice .*line 4"):
+        _variants(tmp_path, text=twice)
+
+
+# ---- results tables from hand-made runs -----------------------------------------------------------
+
+
+def _fake_run(cell: str, seed: int, hits: list[int], anchors: dict | None = None,
+              uncertainty: dict | None = None) -> dict:
+    domain = {"in_domain": True, "n_texts": len(hits), "n_videos": len(hits),
+              "t2v": {"R@1": 100.0 * statistics.mean(hits), "R@5": 100.0, "MnR": 1.0},
+              "v2t": {"R@1": 0.0}, "tie_rule": "strictly-better",
+              "text_ids": [f"t{i}" for i in range(len(hits))],
+              "t2v_ranks": [1 if h else 2 for h in hits], "t2v_hits_at_1": hits}
+    return {"cell": cell, "seed": seed, "trained_on": "msrvtt", "domains": {"msrvtt": domain},
+            "seconds": {"train": 1.0, "eval": 1.0, "total": 2.0},
+            "machine": {"cpu": "cpu", "cpus": 1, "threads": 1, "platform": "p", "torch": "t",
+                        "device": "cpu"},
+            "anchors": anchors, "uncertainty": uncertainty}
+
+
+def _fake_uncertainty(sigma: float, vp_entropy: float, margin: float, random: float,
+                      spread: float) -> dict:
+    def side(scores):
+        return {"n_queries": 4, "r1": 50.0, **{k: {"ause": a, "spearman": 0.5}
+                                              for k, a in scores.items()},
+                "random": {"ause": random, "spearman": 0.0, "ause_std": spread}}
+
+    return {"video_query": side({"sigma": sigma, "vp_entropy": vp_entropy, "margin": margin}),
+            "text_query": side({"sigma": sigma, "sp_entropy": 1.0, "vp_entropy": vp_entropy,
+                                "margin": margin}),
+            "tie_rule": "strictly-better",
+            "synthetic": {"n_clips": 4, "mean": {"captions_fitting": 1.0},
+                          "spearman_sigma": {"captions_fitting": 0.25},
+                          "spearman_vp_entropy": {"captions_fitting": None}}}
+
+
+def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path):
+    from calm.demo.experiment_results import markdown, summarize
+
+    # reference `b` (not the first variant): a = b + 3 hits of 4 queries, c = b exactly
+    grid = _variants(tmp_path, seeds=[0], reference="b", bootstrap={"resamples": 10_000},
+                     variants={"a": {}, "b": {}, "c": {}})
+    results = {("a", 0): _fake_run("a", 0, [1, 1, 1, 0]),
+               ("b", 0): _fake_run("b", 0, [0, 0, 0, 0]),
+               ("c", 0): _fake_run("c", 0, [0, 0, 0, 0])}
+    summary = summarize(grid, results)
+    assert list(summary["comparisons"]) == ["a", "c"]
+    a, c = summary["comparisons"]["a"], summary["comparisons"]["c"]
+    assert a["reference"] == c["reference"] == "b"
+    # as worked out in test_bootstrap_interval_of_a_clear_gain_worked_out_by_hand
+    assert (a["domains"]["msrvtt"]["diff"], a["domains"]["msrvtt"]["low"],
+            a["domains"]["msrvtt"]["high"]) == (75.0, 25.0, 100.0)
+    assert (c["domains"]["msrvtt"]["diff"], c["domains"]["msrvtt"]["low"],
+            c["domains"]["msrvtt"]["high"]) == (0.0, 0.0, 0.0)
+    md = markdown(summary)
+    assert "## t2v R@1 against `b`" in md
+    assert "| a | b | 1 | **+75.0** [+25.0, +100.0] |" in md and "| c | b | 1 | 0.0 [0.0, 0.0] |" in md
+    # a query seen by one run and not the other cannot be paired
+    results[("c", 0)]["domains"]["msrvtt"]["text_ids"][0] = "elsewhere"
+    with pytest.raises(ValueError, match="same test queries"):
+        summarize(grid, results)
+
+
+def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
+    from calm.demo.experiment_results import markdown, summarize
+
+    grid = _variants(tmp_path, set={}, variants={"none": {"model.alignment.name": "none"},
+                                                 "vae": {"model.alignment.name": "vae"}})
+    zero_shot = {"source": "zero-shot", "rec_ce": None, "rec_ce_marginal": None,
+                 "rec_ce_uniform": 3.0, "kl": None, "active_dims": None, "entropy_vp": 2.0,
+                 "entropy_sp": 2.5, "top1_agreement": 10.0,
+                 "anchor_map_video": {"mAP": 30.0, "n": 6, "chance": 20.0},
+                 "anchor_map_text": {"mAP": 40.0, "n": 6, "chance": 10.0}}
+    trained = [{**zero_shot, "source": "trained anchors and VAE", "rec_ce": rec, "kl": 0.5,
+                "active_dims": dims, "rec_ce_marginal": 2.9,
+                "anchor_map_generated": {"mAP": gen, "n": 6, "chance": 10.0}}
+               for rec, dims, gen in ((2.0, 3, 50.0), (2.2, 5, 60.0))]
+    results = {
+        ("none", 0): _fake_run("none", 0, [1, 0], zero_shot),
+        ("none", 1): _fake_run("none", 1, [0, 1], zero_shot),
+        # seed 0: sigma below every baseline, and beyond 2 spreads of random (3 < 10 - 2 * 3);
+        # seed 1: above the margin's, within 2 spreads of random (6 > 10 - 2 * 3)
+        ("vae", 0): _fake_run("vae", 0, [1, 1], trained[0], _fake_uncertainty(3, 5, 4, 10, 3)),
+        ("vae", 1): _fake_run("vae", 1, [1, 0], trained[1], _fake_uncertainty(6, 7, 5, 10, 3)),
+    }
+    summary = summarize(grid, results)
+    none, vae = summary["cells"]["none"], summary["cells"]["vae"]
+    assert none["uncertainty"] is None
+    assert none["anchors"]["numbers"]["rec_ce"] is None and none["anchors"]["maps"][
+        "anchor_map_generated"] is None
+    assert none["anchors"]["numbers"]["entropy_vp"]["values"] == [2.0, 2.0]
+    assert vae["anchors"]["numbers"]["rec_ce"]["mean"] == pytest.approx(2.1)
+    assert vae["anchors"]["numbers"]["active_dims"]["values"] == [3, 5]
+    assert vae["anchors"]["maps"]["anchor_map_generated"]["mAP"]["mean"] == 55.0
+    assert vae["anchors"]["maps"]["anchor_map_generated"]["chance"] == 10.0
+    video = vae["uncertainty"]["video_query"]
+    assert video["numbers"]["sigma"]["ause"]["values"] == [3, 6]
+    assert video["numbers"]["random"]["ause_std"]["mean"] == 3
+    assert video["sigma_below"] == {
+        "vp_entropy": {"seeds": 2, "seeds_below": 2, "every_seed": True},
+        "margin": {"seeds": 2, "seeds_below": 1, "every_seed": False},
+        "random": {"seeds": 2, "seeds_below": 2, "every_seed": True,
+                   "seeds_below_beyond_spread": 1},
+    }
+    assert vae["uncertainty"]["synthetic"]["spearman_sigma"]["captions_fitting"]["mean"] == 0.25
+    assert vae["uncertainty"]["synthetic"]["spearman_vp_entropy"]["captions_fitting"] is None
+
+    md = markdown(summary)
+    assert "## Mechanism on `msrvtt` test (in-domain)" in md
+    assert "| number | none | vae |" in md
+    assert "| rec_ce | – | 2.100 ± 0.141 |" in md
+    assert "| active_dims | – | 4.0 ± 1.4 |" in md
+    assert "| anchor_map_video (chance 20.0) | 30.0 ± 0.0 | 30.0 ± 0.0 |" in md
+    assert "| anchor_map_generated (chance 10.0) | – | 55.0 ± 7.1 |" in md
+    assert "## Uncertainty of `vae`" in md and "## Uncertainty of `none`" not in md
+    assert "| video | sigma | 4.50 ± 2.12 | 0.500 ± 0.000 |" in md
+    assert "| video | random (baseline) | 10.00 ± 0.00 (spread 3.00 ± 0.00) |" in md
+    assert ("- Video queries: sigma's AUSE is below vp_entropy's in 2 of 2 seeds (every seed: "
+            "yes); margin's in 1 of 2 seeds (every seed: no); random's in 2 of 2 seeds (every "
+            "seed: yes), by more than 2 random spreads in 1.") in md
+    assert "captions_fitting 0.250 ± 0.000" in md and "captions_fitting –" in md
+
+
 # ---- the runner on the tiny grid ------------------------------------------------------------------
 
 
@@ -260,6 +510,135 @@ def test_results_files_hold_every_cell_domain_and_comparison(finished):
         assert heading in md
     assert "| none | 2 |" in md and "| vae | none | 2 |" in md
     assert "Machine:" in md
+
+
+@pytest.mark.slow
+def test_each_run_carries_its_in_domain_mechanism_numbers(finished):
+    out, _ = finished
+    summary = json.loads((out / "results.json").read_text())
+    for seed in (0, 1):
+        none, vae = _result(out, "none", seed), _result(out, "vae", seed)
+        # the baseline: zero-shot anchors, no VAE numbers, no uncertainty
+        assert none["anchors"]["source"].startswith("zero-shot")
+        assert none["anchors"]["rec_ce"] is None and none["anchors"]["kl"] is None
+        assert none["uncertainty"] is None
+        assert not (out / "cells" / "none" / f"seed{seed}" / "uncertainty.json").exists()
+        # CALM: its own anchors and VAE, and sigma against its baselines on both query sides
+        block = vae["anchors"]
+        assert block["source"] == "trained anchors and VAE"
+        assert block["rec_ce"] > 0 and block["kl"] >= 0 and block["active_dims"] >= 0
+        for key in ("anchor_map_video", "anchor_map_text", "anchor_map_generated"):
+            assert 0 <= block[key]["mAP"] <= 100 and block[key]["n"] > 0
+        u = vae["uncertainty"]
+        assert set(u["video_query"]) == {"n_queries", "r1", "sigma", "vp_entropy", "margin",
+                                         "random"}
+        assert {"sigma", "sp_entropy", "random"} <= set(u["text_query"])
+        assert u["video_query"]["random"]["ause_std"] >= 0
+        assert u["text_query"]["n_queries"] == vae["domains"]["msrvtt"]["n_texts"]
+        assert set(u["synthetic"]["spearman_sigma"]) == {
+            "captions_fitting", "nameable_facts", "own_caption_matches"}
+        full = json.loads((out / "cells" / "vae" / f"seed{seed}" / "uncertainty.json")
+                          .read_text())
+        assert u["video_query"]["sigma"]["ause"] == full["sigma"]["ause"]
+        assert u["text_query"]["sp_entropy"]["ause"] == full["text_query"]["sp_entropy"]["ause"]
+        # the same pass as the metrics: the uncertainty block's R@1 is the run's t2v R@1
+        assert u["text_query"]["r1"] == pytest.approx(vae["domains"]["msrvtt"]["t2v"]["R@1"])
+
+    cells = summary["cells"]
+    assert cells["none"]["uncertainty"] is None
+    assert cells["vae"]["anchors"]["numbers"]["rec_ce"]["values"] == [
+        _result(out, "vae", s)["anchors"]["rec_ce"] for s in (0, 1)]
+    assert cells["vae"]["uncertainty"]["video_query"]["numbers"]["sigma"]["ause"]["values"] == [
+        _result(out, "vae", s)["uncertainty"]["video_query"]["sigma"]["ause"] for s in (0, 1)]
+    md = (out / "results.md").read_text()
+    assert "## Mechanism on `msrvtt` test (in-domain)" in md and "| rec_ce | – |" in md
+    assert "## Uncertainty of `vae` on `msrvtt` test (2 seeds)" in md
+    assert "- Video queries: sigma's AUSE is below vp_entropy's in" in md
+
+
+@pytest.mark.slow
+def test_runs_finished_before_the_mechanism_blocks_are_completed_without_training(
+        finished, tmp_path, monkeypatch):
+    import calm.demo.experiment as experiment
+    import calm.demo.experiment_mechanism as mechanism
+    from calm.demo.grid import load_grid
+
+    src, data = finished
+    out = tmp_path / "exp"
+    shutil.copytree(src, out)
+    monkeypatch.setenv("CALM_CACHE", str(src.parent / "cache"))
+    runs = [(c, s) for c in ("none", "vae") for s in (0, 1)]
+    originals = {key: _result(out, *key) for key in runs}
+    for cell, seed in runs:  # as the runner wrote them before the blocks existed
+        folder = out / "cells" / cell / f"seed{seed}"
+        old = {k: v for k, v in originals[(cell, seed)].items()
+               if k not in ("anchors", "uncertainty")}
+        (folder / "result.json").write_text(json.dumps(old))
+        (folder / "uncertainty.json").unlink(missing_ok=True)
+    trained, evaluated, zero_shot = [], [], []
+    real_eval, real_diag = experiment.evaluate_checkpoint, mechanism.mechanism_diagnostics
+    monkeypatch.setattr(experiment, "train", lambda *a, **k: trained.append(a))
+
+    def eval_spy(checkpoint, dataset, annotations, *args, **kwargs):
+        evaluated.append((Path(checkpoint).parents[2].relative_to(out / "cells").as_posix(),
+                          Path(annotations).parent.name, kwargs.get("uncertainty")))
+        return real_eval(checkpoint, dataset, annotations, *args, **kwargs)
+
+    def diag_spy(checkpoints, *args, **kwargs):
+        zero_shot.extend(Path(p).parents[2].relative_to(out / "cells").as_posix()
+                         for p in checkpoints.values())
+        return real_diag(checkpoints, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate_checkpoint", eval_spy)
+    monkeypatch.setattr(mechanism, "mechanism_diagnostics", diag_spy)
+    before = _mtimes(out / "cells")
+    experiment.run_experiment(load_grid(TINY), out, data, progress=False)
+
+    # no training; the VAE runs evaluated once, in-domain with uncertainty; the baseline's
+    # zero-shot block measured; the stored metrics and ranks untouched
+    assert trained == []
+    assert evaluated == [("vae/seed0", "msrvtt", True), ("vae/seed1", "msrvtt", True)]
+    assert zero_shot == ["none/seed0", "none/seed1"]
+    after = _mtimes(out / "cells")
+    assert all(after[k] == before[k] for k in before if "/train/" in k or "/sim/" in k)
+    for key in runs:
+        completed = _result(out, *key)
+        assert completed["domains"] == originals[key]["domains"]
+        # same machine, same checkpoint: the same numbers as a run that measured them at once
+        assert completed["anchors"] == originals[key]["anchors"]
+        assert completed["uncertainty"] == originals[key]["uncertainty"]
+        assert completed["seconds"]["mechanism_added"] > 0
+    assert (out / "cells" / "vae" / "seed1" / "uncertainty.json").is_file()
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["cells"]["vae"]["uncertainty"]["seeds"] == [0, 1]
+
+    # a run whose checkpoint is gone cannot be completed: an error naming it
+    folder = out / "cells" / "vae" / "seed0"
+    (folder / "result.json").write_text(json.dumps(
+        {k: v for k, v in originals[("vae", 0)].items() if k != "uncertainty"}))
+    (folder / "train" / "checkpoints" / "best.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"vae/seed0/result\.json: lacks the \['uncertainty'\]"):
+        experiment.run_experiment(load_grid(TINY), out, data, progress=False)
+
+
+@pytest.mark.slow
+def test_a_variants_file_of_the_same_cells_reuses_the_grid_files_runs(finished, tmp_path):
+    from calm.demo.experiment import run_experiment
+    from calm.demo.grid import parse_grid
+
+    src, data = finished
+    out = tmp_path / "exp"
+    shutil.copytree(src, out)
+    tiny = yaml.safe_load(TINY.read_text())
+    as_variants = {k: v for k, v in tiny.items() if k != "grid"}
+    as_variants["variants"] = {name: {"model.alignment.name": name} for name in ("none", "vae")}
+    grid = parse_grid(as_variants, "variants.yaml")
+    before = _mtimes(out / "cells")
+    summary = run_experiment(grid, out, data, progress=False)  # same recipes: nothing runs
+    assert _mtimes(out / "cells") == before
+    original = json.loads((src / "results.json").read_text())
+    assert summary["comparisons"] == original["comparisons"]  # first variant: `none`
+    assert summary["cells"] == original["cells"]
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -340,6 +719,8 @@ def test_finished_runs_are_never_rerun_and_stopped_ones_resume(finished, tmp_pat
             for field in ("t2v_ranks", "t2v_hits_at_1"):
                 assert rerun["domains"][domain][field] == \
                     originals[key]["domains"][domain][field], (key, domain, field)
+        assert rerun["anchors"] == originals[key]["anchors"], key
+        assert rerun["uncertainty"] == originals[key]["uncertainty"], key
     assert json.loads((out / "results.json").read_text())["finished_runs"] == 4
 
 

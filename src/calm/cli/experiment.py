@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("experiment", help="run a grid (alignment x seeds x keys) on the synthetic "
-                       "benchmark; resumable; writes results.md and results.json")
+    p = sub.add_parser("experiment", help="run a grid (axes or named variants, x seeds) on the "
+                       "synthetic benchmark; resumable; writes results.md and results.json")
     p.add_argument("--config", required=True, help="grid YAML (see configs/experiments/)")
     p.add_argument("--out", required=True, help="experiment folder; rerun to resume")
     p.add_argument("--data", default=None,

@@ -3,11 +3,15 @@ statistics.
 
 For every run (a cell of the grid with one seed) in order: train on the demo's training domain
 with the demo's recipe, then evaluate the best checkpoint on the test split of every domain and
-keep each test query's rank of its true video, which the paired bootstrap needs. A run is finished
-when its `result.json` exists and is never run again; a run that was stopped continues from its
-resume point (`train(..., resume=True)`, as `calm train --resume` does); a run whose training
-finished but whose evaluation did not is only evaluated. After each run `results.json` and
-`results.md` are rewritten from all finished runs.
+keep each test query's rank of its true video, which the paired bootstrap needs. The in-domain
+evaluation also gives the run's mechanism numbers (`calm.demo.experiment_mechanism`: anchor
+diagnostics, and for a model with a VAE the uncertainty of its sigma) in the same pass.
+
+A run is finished when its `result.json` exists with those blocks and is never run again; a
+`result.json` written before the blocks existed is completed from its checkpoint (one evaluation,
+no training); a run that was stopped continues from its resume point (`train(..., resume=True)`,
+as `calm train --resume` does); a run whose training finished but whose evaluation did not is only
+evaluated. After each run `results.json` and `results.md` are rewritten from all finished runs.
 
 Layout under OUT:
     grid.yaml                         the grid as read (defaults filled in)
@@ -15,7 +19,9 @@ Layout under OUT:
     cells/<cell>/seed<k>/recipe.json  what the grid decided for this run (checked on reuse)
     cells/<cell>/seed<k>/train/       the `calm train` run directory
     cells/<cell>/seed<k>/sim/         per domain: similarity matrix (.npy) and query ids (.json)
-    cells/<cell>/seed<k>/result.json  metrics and per-query ranks per domain: the run is finished
+    cells/<cell>/seed<k>/uncertainty.json  (VAE models) the in-domain uncertainty block in full
+    cells/<cell>/seed<k>/result.json  metrics and per-query ranks per domain, the in-domain
+                                      `anchors` and `uncertainty` blocks: the run is finished
     results.json, results.md
 """
 
@@ -36,6 +42,12 @@ from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig
 from calm.demo.benchmark import prepare_benchmark, training_videos
+from calm.demo.experiment_mechanism import (
+    MECHANISM_BLOCKS,
+    has_anchors,
+    has_vae,
+    in_domain_blocks,
+)
 from calm.demo.experiment_results import write_results
 from calm.demo.grid import Cell, Grid, run_config, run_folder
 from calm.demo.pretrain import pretrained_clip
@@ -56,6 +68,10 @@ class Setting:
     clip_path: Path
     steps_per_epoch: int
     targets: list[Target]
+
+    @property
+    def in_domain(self) -> Target:
+        return next(t for t in self.targets if t.name == self.domain["name"])
 
 
 def prepare(grid: Grid, data_root: Path, progress: bool) -> Setting:
@@ -119,29 +135,46 @@ def train_run(cfg: ExperimentConfig, train_dir: Path) -> dict:
     return {**info, "reused": False}
 
 
-def evaluate_run(checkpoint: Path, setting: Setting, sim_dir: Path) -> dict:
+def evaluate_in_domain(checkpoint: Path, loaded, target: Target, save_sim=None) -> dict:
+    """The training domain's test evaluation; with the uncertainty block for a model with a VAE,
+    so that one pass gives the metrics and the mechanism numbers."""
+    model = loaded[0]
+    return evaluate_checkpoint(checkpoint, target.dataset, target.annotations, target.videos,
+                               target.split, save_sim=save_sim, loaded=loaded,
+                               uncertainty=has_vae(model))
+
+
+def evaluate_run(checkpoint: Path, setting: Setting, folder: Path,
+                 anchor_cfg) -> tuple[dict, dict]:
     """Metrics per domain, and per test query its rank of its true video and its R@1 term (1 for
     a hit; under random tie-breaking, the probability of one), by the tie rule the metrics used,
-    so that the mean of the terms is the reported R@1."""
+    so that the mean of the terms is the reported R@1; and the in-domain mechanism blocks."""
     loaded = load_model(checkpoint)
     rule_key = {name: key for key, name in TIE_RULES.items()}
-    domains = {}
+    domains, blocks = {}, {}
     for target in setting.targets:
-        prefix = sim_dir / target.name
-        result = evaluate_checkpoint(checkpoint, target.dataset, target.annotations,
-                                     target.videos, target.split, save_sim=prefix, loaded=loaded)
+        in_domain = target.name == setting.domain["name"]
+        prefix = folder / "sim" / target.name
+        if in_domain:
+            result = evaluate_in_domain(checkpoint, loaded, target, save_sim=prefix)
+            blocks = in_domain_blocks(checkpoint, loaded[0], result, anchor_cfg, target.split,
+                                      folder)
+        else:
+            result = evaluate_checkpoint(checkpoint, target.dataset, target.annotations,
+                                         target.videos, target.split, save_sim=prefix,
+                                         loaded=loaded)
         ids = json.loads(prefix.with_suffix(".json").read_text())
         sim, truth = np.load(prefix.with_suffix(".npy")), np.asarray(ids["text_to_video"])
         ties = rule_key[result["tie_rule"]]
         domains[target.name] = {
-            "in_domain": target.name == setting.domain["name"],
+            "in_domain": in_domain,
             "n_texts": result["n_texts"], "n_videos": result["n_videos"],
             "t2v": result["t2v"], "v2t": result["v2t"], "tie_rule": result["tie_rule"],
             "text_ids": ids["text_ids"],
             "t2v_ranks": ranks_t2v(sim, truth, ties).tolist(),
             "t2v_hits_at_1": hit_rates(sim, truth, "t2v", 1, ties).tolist(),
         }
-    return domains
+    return domains, blocks
 
 
 def run_one(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting) -> dict:
@@ -153,24 +186,62 @@ def run_one(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting) -> d
                      setting.steps_per_epoch)
     trained = train_run(cfg, folder / "train")
     started = time.perf_counter()
-    domains = evaluate_run(folder / "train" / "checkpoints" / "best.safetensors", setting,
-                           folder / "sim")
+    domains, blocks = evaluate_run(folder / "train" / "checkpoints" / "best.safetensors",
+                                   setting, folder, cfg.model.anchors)
     eval_s = time.perf_counter() - started
     train_s = 0.0 if trained["reused"] else trained["seconds"]
     result = {
         "cell": cell.name, "axes": dict(cell.values), "seed": seed, "recipe": recipe,
         "trained_on": setting.domain["name"], "train": trained,
         "seconds": {"train": train_s, "eval": eval_s, "total": train_s + eval_s},
-        "machine": machine(cfg.train.device), "domains": domains,
+        "machine": machine(cfg.train.device), "domains": domains, **blocks,
     }
     _write_json(folder / "result.json", result)
     return result
 
 
-def is_finished(out: Path, grid: Grid, cell: Cell, seed: int) -> bool:
+def missing_blocks(result: dict) -> list[str]:
+    return [name for name in MECHANISM_BLOCKS if name not in result]
+
+
+def complete_run(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting) -> dict:
+    """Adds the mechanism blocks to a run finished before they existed: one evaluation of its
+    best checkpoint on the training domain (none for a model with neither anchors nor VAE), no
+    training; the stored metrics and ranks are left as they are."""
+    folder = run_folder(out, cell, seed)
+    path = folder / "result.json"
+    result = json.loads(path.read_text())
+    checkpoint = folder / "train" / "checkpoints" / "best.safetensors"
+    if not checkpoint.is_file():
+        raise ConfigError(f"{path}: lacks the {missing_blocks(result)} block(s), and the "
+                          f"checkpoint to measure them with, {checkpoint}, is gone; delete "
+                          f"{folder} to run it again")
+    cfg = run_config(grid, cell, seed, setting.data_root, setting.domain, setting.clip_path,
+                     setting.steps_per_epoch)
+    started = time.perf_counter()
+    loaded = load_model(checkpoint)
+    model, target = loaded[0], setting.in_domain
+    evaluated = None
+    if has_anchors(model) or has_vae(model):
+        evaluated = evaluate_in_domain(checkpoint, loaded, target)
+    result.update(in_domain_blocks(checkpoint, model, evaluated, cfg.model.anchors,
+                                   target.split, folder))
+    seconds = time.perf_counter() - started
+    result["seconds"] = {**result["seconds"], "mechanism_added": seconds,
+                         "eval": result["seconds"]["eval"] + seconds,
+                         "total": result["seconds"]["total"] + seconds}
+    _write_json(path, result)
+    return result
+
+
+def run_state(out: Path, grid: Grid, cell: Cell, seed: int) -> str:
+    """`finished`, `incomplete` (a result.json without the mechanism blocks) or `pending`."""
     folder = run_folder(out, cell, seed)
     check_recipe(folder, grid.recipe(cell, seed))
-    return (folder / "result.json").is_file()
+    path = folder / "result.json"
+    if not path.is_file():
+        return "pending"
+    return "incomplete" if missing_blocks(json.loads(path.read_text())) else "finished"
 
 
 def run_experiment(grid: Grid, out: str | Path, data_root: str | Path | None = None,
@@ -179,7 +250,8 @@ def run_experiment(grid: Grid, out: str | Path, data_root: str | Path | None = N
     that `results.json` holds."""
     out = Path(out)
     runs = grid.runs()
-    pending = [(cell, seed) for cell, seed in runs if not is_finished(out, grid, cell, seed)]
+    states = {(cell.name, seed): run_state(out, grid, cell, seed) for cell, seed in runs}
+    pending = [(cell, seed) for cell, seed in runs if states[(cell.name, seed)] != "finished"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     data_root = Path(data_root) if data_root else out / "data"
@@ -188,7 +260,10 @@ def run_experiment(grid: Grid, out: str | Path, data_root: str | Path | None = N
                disable=not progress, dynamic_ncols=True)
     for cell, seed in pending:
         bar.set_postfix_str(f"{cell.name} seed {seed}")
-        result = run_one(out, grid, cell, seed, setting)
+        if states[(cell.name, seed)] == "incomplete":
+            result = complete_run(out, grid, cell, seed, setting)
+        else:
+            result = run_one(out, grid, cell, seed, setting)
         write_results(out, grid, command)
         bar.update(1)
         if progress:

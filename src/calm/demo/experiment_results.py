@@ -1,9 +1,11 @@
 """`results.json` and `results.md` of `calm experiment`, from the runs' `result.json` files.
 
 Built from whatever runs have finished, so the files are useful while a long grid is still going:
-per cell and domain the mean ± std over finished seeds, and per method the t2v R@1 difference to
-`none` with a paired bootstrap interval over test queries (`calm.metrics.bootstrap`), over the
-seeds both have finished.
+per cell and domain the mean ± std over finished seeds; per cell the t2v R@1 difference to its
+reference cell (`Grid.reference`) with a paired bootstrap interval over test queries
+(`calm.metrics.bootstrap`), over the seeds both have finished; and per cell the in-domain
+mechanism numbers (anchor diagnostics, and for a VAE the uncertainty of sigma:
+`calm.demo.experiment_mechanism_results`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from calm.demo.grid import REFERENCE, Cell, Grid, run_folder
+from calm.demo.experiment_mechanism_results import (
+    anchors_markdown,
+    anchors_summary,
+    uncertainty_markdown,
+    uncertainty_summary,
+)
+from calm.demo.grid import Cell, Grid, run_folder
 from calm.engine.checkpoint import atomic_write
 from calm.metrics.bootstrap import mean_std, paired_bootstrap
 
@@ -87,6 +95,9 @@ def summarize(grid: Grid, results: dict[tuple[str, int], dict], command: str | N
                 "n_queries": per_seed[0]["n_texts"],
                 **{f"{d} {m}": mean_std([r[d][m] for r in per_seed]) for d, m in METRICS},
             }
+        runs = {s: results[(cell.name, s)] for s in seeds}
+        row["anchors"] = anchors_summary(runs)
+        row["uncertainty"] = uncertainty_summary(runs)
         summary["cells"][cell.name] = row
         ref = grid.reference(cell)
         comparison = _compare(grid, cell, ref, results, domains) if ref else None
@@ -151,8 +162,11 @@ def markdown(summary: dict) -> str:
     if summary["comparisons"]:
         b = grid["bootstrap"]
         first_cell = next(iter(summary["cells"].values()))
+        references = {c["reference"] for c in summary["comparisons"].values()}
+        against = (f"`{references.pop()}`" if len(references) == 1
+                   else "each cell's reference")
         lines += [
-            f"## {COMPARED} against `{REFERENCE}` (percentage points)", "",
+            f"## {COMPARED} against {against} (percentage points)", "",
             f"Difference with its {100 * b['confidence']:g}% paired bootstrap interval over test "
             f"queries ({b['resamples']} resamples, one draw of queries shared by both methods "
             "and all seeds), pooled over the seeds both have finished; **bold**: the interval "
@@ -171,6 +185,8 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {name} | {comp['reference']} | {len(comp['seeds'])} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+    lines += anchors_markdown(summary)
+    lines += uncertainty_markdown(summary)
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """The grid of `calm experiment`: which runs make up an experiment, and each run's configuration.
 
-A grid file (YAML) holds:
+A grid file (YAML) gives its cells either as a product of axes (`grid:`) or by name (`variants:`):
 
 ```yaml
 base:                       # the demo's recipe (DemoConfig fields); omitted ones keep its defaults
@@ -16,10 +16,24 @@ set:                        # dotted ExperimentConfig keys fixed in every run
 bootstrap: {resamples: 10000, confidence: 0.95, seed: 0}
 ```
 
-A *cell* is one combination of axis values; a *run* is a cell with one seed. Each run's config is
-exactly the demo's (`experiment_config`: train on the first domain, the cached toy CLIP) with the
-cell's values and `set` applied on top, so an experiment over `none` and `vae` with the demo's
-seed reproduces the demo's two runs.
+```yaml
+base: {scale: default}
+seeds: [0, 1, 2]
+set: {model.alignment.name: vae}       # model.alignment.name: here or in every variant
+variants:                              # cell name -> dotted keys set on top of `set`
+  paper: {}
+  step_anchors: {model.anchors.refresh: step, model.anchors.step_subset: 16}
+reference: paper                       # optional; default: the first variant
+```
+
+A *cell* is one combination of axis values, or one variant; a *run* is a cell with one seed. Each
+run's config is exactly the demo's (`experiment_config`: train on the first domain, the cached toy
+CLIP) with `set` and then the cell's own values applied on top, so an experiment over `none` and
+`vae` with the demo's seed reproduces the demo's two runs.
+
+Every cell but the reference is compared with one reference cell: the one named by `reference:`;
+without it, for `grid:` the `none` cell with the same other axis values (if the grid has `none`),
+for `variants:` the first variant.
 """
 
 from __future__ import annotations
@@ -31,19 +45,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from calm.config import ConfigError, ExperimentConfig, from_dict, to_dict
-from calm.config.loader import read_yaml
 from calm.data.synthetic import SCALES
 from calm.demo.run import DemoConfig, experiment_config
 from calm.model.fusion import FUSION_HEADS
 from calm.model.losses import ALIGNMENTS
 
 ALIGNMENT_KEY = "model.alignment.name"
-REFERENCE = "none"  # every other alignment is compared against this one
-TOP_LEVEL = ("base", "seeds", "grid", "set", "bootstrap")
-# Keys the grid sets itself: the seed comes from `seeds`, the methods from the alignment axis.
+REFERENCE = "none"  # a `grid:` file's default reference: `none` with the same other axis values
+TOP_LEVEL = ("base", "seeds", "grid", "variants", "set", "reference", "bootstrap")
+# Keys the grid sets itself: the seed comes from `seeds`, the methods from the cells.
 RUNNER_OWNED_BASE = ("seed", "methods")
 RUNNER_OWNED_KEYS = ("train.seed",)
+# A variant's name is its run folder and a column of the tables: no path separators, no leading
+# dot or dash (hidden files, options), nothing a shell or Markdown table would mangle.
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -61,14 +79,13 @@ class BootstrapConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One combination of axis values; `name` is its folder and its row in the tables."""
+    """One combination of axis values, or one variant; `name` is its folder and its row in the
+    tables, `values` its own dotted keys (applied on top of `set`), `alignment` the alignment it
+    trains with (its own value, else the one in `set`)."""
 
     name: str
     values: tuple[tuple[str, Any], ...]
-
-    @property
-    def alignment(self) -> str:
-        return dict(self.values)[ALIGNMENT_KEY]
+    alignment: str
 
     def with_value(self, key: str, value: Any, grid: Grid) -> Cell:
         return grid.cell({**dict(self.values), key: value})
@@ -77,17 +94,29 @@ class Cell:
 @dataclass
 class Grid:
     base: DemoConfig
-    axes: dict[str, list]
+    axes: dict[str, list]  # empty for a `variants:` file
     seeds: list[int]
     fixed: dict[str, Any] = field(default_factory=dict)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     source: str = "<grid>"
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
+    reference_name: str | None = None  # `reference:` as given (None: the default rule)
 
     def cell(self, values: dict[str, Any]) -> Cell:
-        return Cell(cell_name(values, list(self.axes)), tuple((k, values[k]) for k in self.axes))
+        """The cell of a `grid:` file with these axis values."""
+        return Cell(cell_name(values, list(self.axes)), tuple((k, values[k]) for k in self.axes),
+                    values[ALIGNMENT_KEY])
+
+    def variant(self, name: str) -> Cell:
+        overrides = self.variants[name]
+        alignment = {**self.fixed, **overrides}[ALIGNMENT_KEY]
+        return Cell(name, tuple(overrides.items()), alignment)
 
     def cells(self) -> list[Cell]:
-        """Every combination, in the order of the axes and their values in the file."""
+        """The variants in file order, or every combination of the axes in the order of the axes
+        and their values in the file."""
+        if self.variants:
+            return [self.variant(name) for name in self.variants]
         return [self.cell(dict(zip(self.axes, combo)))
                 for combo in itertools.product(*self.axes.values())]
 
@@ -95,11 +124,21 @@ class Grid:
         return [(cell, seed) for cell in self.cells() for seed in self.seeds]
 
     def reference(self, cell: Cell) -> Cell | None:
-        """The `none` cell with the same other axis values, if the grid has one (and it is not
-        `cell` itself)."""
-        if cell.alignment == REFERENCE or REFERENCE not in self.axes[ALIGNMENT_KEY]:
+        """The cell `cell` is compared with (see the module docstring); None for the reference
+        itself, and in a `grid:` file without `reference:` and without a `none` value."""
+        if self.reference_name is not None:
+            ref = next(c for c in self.cells() if c.name == self.reference_name)
+        elif self.variants:
+            ref = self.cells()[0]
+        elif REFERENCE in self.axes[ALIGNMENT_KEY]:
+            ref = cell.with_value(ALIGNMENT_KEY, REFERENCE, self)
+        else:
             return None
-        return cell.with_value(ALIGNMENT_KEY, REFERENCE, self)
+        return None if ref.name == cell.name else ref
+
+    def where(self, cell: Cell) -> str:
+        """Where a cell comes from in the file, for error messages."""
+        return f"variants.{cell.name}" if self.variants else f"cell {cell.name}"
 
     def recipe(self, cell: Cell, seed: int) -> dict:
         """Everything the grid decides about one run; a finished run is reused only if this is
@@ -109,10 +148,19 @@ class Grid:
         return {"base": base, "cell": dict(cell.values), "set": dict(self.fixed), "seed": seed}
 
     def to_dict(self) -> dict:
+        """The grid as a file would give it, defaults filled in (`parse_grid` reads it back)."""
         base = {k: v for k, v in dataclasses.asdict(self.base).items()
                 if k not in RUNNER_OWNED_BASE}
-        return {"base": base, "seeds": list(self.seeds), "grid": dict(self.axes),
-                "set": dict(self.fixed), "bootstrap": dataclasses.asdict(self.bootstrap)}
+        out: dict[str, Any] = {"base": base, "seeds": list(self.seeds)}
+        if self.variants:
+            out["variants"] = {name: dict(values) for name, values in self.variants.items()}
+        else:
+            out["grid"] = dict(self.axes)
+        out["set"] = dict(self.fixed)
+        if self.reference_name is not None:
+            out["reference"] = self.reference_name
+        out["bootstrap"] = dataclasses.asdict(self.bootstrap)
+        return out
 
 
 def _short(key: str) -> str:
@@ -149,7 +197,7 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
 
 def run_config(grid: Grid, cell: Cell, seed: int, data_root: Path, domain: dict,
                clip_path: Path, steps_per_epoch: int) -> ExperimentConfig:
-    """The demo's configuration for one run, with the cell's values and `set` on top."""
+    """The demo's configuration for one run, with `set` and then the cell's values on top."""
     demo = dataclasses.replace(grid.base, seed=seed)
     cfg = to_dict(experiment_config(demo, data_root, domain, clip_path, cell.alignment,
                                     steps_per_epoch))
@@ -158,7 +206,7 @@ def run_config(grid: Grid, cell: Cell, seed: int, data_root: Path, domain: dict,
     try:
         return from_dict(ExperimentConfig, cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{grid.source}: cell {cell.name}: {exc}") from None
+        raise ConfigError(f"{grid.source}: {grid.where(cell)}: {exc}") from None
 
 
 def _mapping(data: dict, key: str, source: str) -> dict:
@@ -166,6 +214,53 @@ def _mapping(data: dict, key: str, source: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
     return value
+
+
+def _parse_axes(data: dict, source: str) -> dict[str, list]:
+    axes = _mapping(data, "grid", source)
+    if ALIGNMENT_KEY not in axes:
+        raise ConfigError(f"{source}: grid: the axis {ALIGNMENT_KEY} is required "
+                          f"(e.g. [{REFERENCE}, vae])")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid.{key}: expected a non-empty list, got {values!r}")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"{source}: grid.{key}: {values} repeats a value")
+    return {ALIGNMENT_KEY: axes[ALIGNMENT_KEY],
+            **{k: v for k, v in axes.items() if k != ALIGNMENT_KEY}}
+
+
+def _parse_variants(data: dict, fixed: dict, source: str) -> dict[str, dict[str, Any]]:
+    variants = data["variants"]
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{source}: variants: expected a non-empty mapping of cell names to "
+                          f"{{dotted config key: value}}, got {variants!r}")
+    parsed: dict[str, dict[str, Any]] = {}
+    folded: dict[str, str] = {}
+    for name, overrides in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: variants: {name!r} cannot name a cell (its run folder): use letters, "
+                "digits, '.', '_' and '-', starting with a letter or digit")
+        if name.lower() in folded:
+            raise ConfigError(f"{source}: variants: {folded[name.lower()]!r} and {name!r} would "
+                              "share a run folder on a case-insensitive file system")
+        folded[name.lower()] = name
+        overrides = {} if overrides is None else overrides
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{source}: variants.{name}: expected a mapping of dotted config "
+                              f"keys to values ({{}} for none), got {overrides!r}")
+        for key in overrides:
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: variants.{name}: {key!r} is not a dotted config key")
+            if key in RUNNER_OWNED_KEYS:
+                raise ConfigError(f"{source}: variants.{name}.{key} is set by the grid; list the "
+                                  "seeds under seeds:")
+        if ALIGNMENT_KEY not in overrides and ALIGNMENT_KEY not in fixed:
+            raise ConfigError(f"{source}: variants.{name}: {ALIGNMENT_KEY} is required, in the "
+                              "variant or in set:")
+        parsed[name] = dict(overrides)
+    return parsed
 
 
 def parse_grid(data: dict, source: str = "<grid>") -> Grid:
@@ -177,7 +272,7 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
     owned = sorted(set(base) & set(RUNNER_OWNED_BASE))
     if owned:
         raise ConfigError(f"{source}: base.{owned[0]} is set by the grid (seeds: and the "
-                          f"{ALIGNMENT_KEY} axis); remove it from base")
+                          f"cells' {ALIGNMENT_KEY}); remove it from base")
     try:
         demo = from_dict(DemoConfig, base, prefix="base")
     except ConfigError as exc:
@@ -192,34 +287,43 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{source}: seeds: {seeds} repeats a seed")
 
-    axes = _mapping(data, "grid", source)
-    if ALIGNMENT_KEY not in axes:
-        raise ConfigError(f"{source}: grid: the axis {ALIGNMENT_KEY} is required "
-                          f"(e.g. [{REFERENCE}, vae])")
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{source}: grid.{key}: expected a non-empty list, got {values!r}")
-        if len({repr(v) for v in values}) != len(values):
-            raise ConfigError(f"{source}: grid.{key}: {values} repeats a value")
-    axes = {ALIGNMENT_KEY: axes[ALIGNMENT_KEY],
-            **{k: v for k, v in axes.items() if k != ALIGNMENT_KEY}}
+    if ("grid" in data) == ("variants" in data):
+        raise ConfigError(f"{source}: give the cells either as grid: (axes, with "
+                          f"{ALIGNMENT_KEY}) or as variants: (named cells), "
+                          + ("not both" if "grid" in data else "found neither"))
     fixed = _mapping(data, "set", source)
-    for key in [*axes, *fixed]:
+    for key in fixed:
         if key in RUNNER_OWNED_KEYS:
             raise ConfigError(f"{source}: {key} is set by the grid; list the seeds under seeds:")
-    both = sorted(set(axes) & set(fixed))
-    if both:
-        raise ConfigError(f"{source}: {both[0]} is both an axis (grid:) and fixed (set:)")
+    axes: dict[str, list] = {}
+    variants: dict[str, dict[str, Any]] = {}
+    if "grid" in data:
+        axes = _parse_axes(data, source)
+        for key in axes:
+            if key in RUNNER_OWNED_KEYS:
+                raise ConfigError(f"{source}: {key} is set by the grid; list the seeds under "
+                                  "seeds:")
+        both = sorted(set(axes) & set(fixed))
+        if both:
+            raise ConfigError(f"{source}: {both[0]} is both an axis (grid:) and fixed (set:)")
+    else:
+        variants = _parse_variants(data, fixed, source)
     try:
         bootstrap = from_dict(BootstrapConfig, _mapping(data, "bootstrap", source),
                               prefix="bootstrap")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
-    grid = Grid(demo, axes, seeds, fixed, bootstrap, source)
+    grid = Grid(demo, axes, seeds, fixed, bootstrap, source, variants)
     names = [c.name for c in grid.cells()]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: two cells would share a folder name: {names}")
+    reference = data.get("reference")
+    if reference is not None:
+        if not isinstance(reference, str) or reference not in names:
+            raise ConfigError(f"{source}: reference: {reference!r} is not one of the cells "
+                              f"{names}")
+        grid.reference_name = reference
     placeholder = {"loader": "msrvtt", "annotations": "annotations", "videos": "videos"}
     for cell in grid.cells():  # a typo in a key or a bad value fails now, not hours later
         cfg = run_config(grid, cell, seeds[0], Path("data"), placeholder, Path("clip"), 1)
@@ -228,8 +332,8 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
             ("model.fusion.name", cfg.model.fusion.name, FUSION_HEADS),
         ):
             if name not in registry:
-                raise ConfigError(f"{source}: cell {cell.name}: {key}: {name!r} is not one of "
-                                  f"{registry.names()}")
+                raise ConfigError(f"{source}: {grid.where(cell)}: {key}: {name!r} is not one "
+                                  f"of {registry.names()}")
     return grid
 
 
@@ -238,5 +342,43 @@ def run_folder(out: str | Path, cell: Cell, seed: int) -> Path:
     return Path(out) / "cells" / cell.name / f"seed{seed}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; in a grid file that would drop a
+    variant or an axis, so a repeated key is an error here."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} appears twice in one mapping (first on line "
+                f"{first + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_grid_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist")
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"grid file {path} must hold a mapping at the top level")
+    return data
+
+
 def load_grid(path: str | Path) -> Grid:
-    return parse_grid(read_yaml(path), str(path))
+    return parse_grid(read_grid_file(path), str(path))

@@ -61,6 +61,7 @@ class PretrainConfig:
     source: str = "stream"  # stream: fresh pairs every step | split: the fixed pretrain/ split
     scale: str = "default"  # the stream's frame size and motion trails (match the videos)
     workers: int = 1  # processes rendering stream pairs while the model trains
+    group: int = 1  # stream pairs sharing background and colour (hard negatives); 1: none
     eval_pairs: int = 1000  # held-out pairs for zero-shot R@1 and anchor mAP (0: skip)
 
     def __post_init__(self):
@@ -134,7 +135,8 @@ def _collate_pairs(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor,
 def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator):
     """(uint8 images [B, 3, S, S], captions) per step, from the stream or the fixed split."""
     if cfg.source == "stream":
-        stream = PretrainStream(cfg.steps * cfg.batch_size, seed=cfg.seed, scale=cfg.scale)
+        stream = PretrainStream(cfg.steps * cfg.batch_size, seed=cfg.seed, scale=cfg.scale,
+                                group=cfg.group)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=_collate_pairs,
                             prefetch_factor=4 if cfg.workers else None)

@@ -105,8 +105,8 @@ DIAGNOSTIC_COLUMNS = ("rec_ce", "rec_ce_marginal", "rec_ce_uniform", "kl", "acti
                       "entropy_vp", "entropy_sp", "top1_agreement")
 
 
-def mechanism_diagnostics(checkpoints: dict[str, Path], configs: dict[str, ExperimentConfig],
-                          anchor_cfg, split: str = "test") -> dict[str, dict]:
+def mechanism_diagnostics(checkpoints: dict[str, Path], anchor_cfg,
+                          split: str = "test") -> dict[str, dict]:
     """The anchor diagnostics of each run on its training domain's `split`: CALM's own anchors
     and VAE, and for a run without anchors (the baseline) its zero-shot V_p / S_p."""
     device = pick_device("auto")
@@ -187,7 +187,7 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
     t = time.perf_counter()
     calm_cfg = configs[calm_label] if calm_label else next(iter(configs.values()))
     diagnostics = mechanism_diagnostics({k: Path(v) for k, v in checkpoints},
-                                        configs, calm_cfg.model.anchors)
+                                        calm_cfg.model.anchors)
     if calm_label:
         ckpt = Path(dict(checkpoints)[calm_label])
         labels, pairs = _anchor_pairs(ckpt, configs[calm_label])

@@ -27,9 +27,12 @@ KEEP_CHUNK = 4096  # rows copied at a time from the previous generation
 
 
 def model_record(model: CalmModel) -> dict:
+    st = model.checkpoint.stat()
     return {
         "sha256": model.fingerprint,
         "path": str(model.checkpoint.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
         "fusion": model.fusion_name,
         "num_frames": model.frame_spec.num_frames,
         "anchor_labels": model.anchor_labels,
@@ -38,7 +41,13 @@ def model_record(model: CalmModel) -> dict:
 
 
 def check_same_model(manifest: Manifest, model: CalmModel, index_dir: Path) -> None:
+    """Refuses a model other than the index's; the very file it recorded is not hashed again."""
     built = manifest.checkpoint.get("sha256")
+    record = manifest.checkpoint
+    st = model.checkpoint.stat()
+    if (str(model.checkpoint.resolve()) == record.get("path")
+            and (st.st_size, st.st_mtime_ns) == (record.get("size"), record.get("mtime_ns"))):
+        return
     if built != model.fingerprint:
         raise SearchIndexError(
             f"{index_dir} was built with checkpoint {manifest.checkpoint.get('path')} "

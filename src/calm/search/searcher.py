@@ -116,6 +116,7 @@ class Searcher:
                  shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch"):
         self.index = index
         self.head = head.eval()
+        self.device = next(iter(head.parameters()), torch.empty(0)).device
         self.encode_text = encode_text
         self.shortlist_size = shortlist
         n = len(index)
@@ -147,18 +148,20 @@ class Searcher:
     @torch.no_grad()
     def _exact(self, text: torch.Tensor, rows: np.ndarray, state=None) -> np.ndarray:
         state = self.index.state_rows(rows) if state is None else state
-        return self.head.score(text[None], state)[0].float().numpy()
+        state = {k: v.to(self.device) for k, v in state.items()}
+        return self.head.score(text[None].to(self.device), state)[0].float().cpu().numpy()
 
     @torch.no_grad()
     def _moments(self, text: torch.Tensor, rows: np.ndarray) -> list[tuple[float, float]]:
         times = np.asarray(self.index.arrays["times"][rows], dtype=np.float64)
         durations = np.asarray(self.index.arrays["durations"][rows], dtype=np.float64)
         if hasattr(self.head, "frame_weights"):
-            weights = self.head.frame_weights(text[None], self.index.state_rows(rows))[0].numpy()
+            state = {k: v.to(self.device) for k, v in self.index.state_rows(rows).items()}
+            weights = self.head.frame_weights(text[None].to(self.device), state)[0].cpu().numpy()
         else:
             frames = np.asarray(self.index.arrays["frames"][rows], dtype=np.float32)
             mask = np.asarray(self.index.arrays["mask"][rows])
-            weights = best_frame_weights(text.numpy(), frames, mask)
+            weights = best_frame_weights(text.cpu().numpy(), frames, mask)
         return [moment(w, t, d)[:2] for w, t, d in zip(weights, times, durations)]
 
     def _anchors(self, row: int) -> list[tuple[str, float]]:
@@ -193,6 +196,7 @@ class Searcher:
         if n == 0:
             return SearchResult(query, [], False, "the index holds no videos")
         t0 = time.perf_counter()
+        text = text.float().cpu()
         candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k)))
         t1 = time.perf_counter()
         scores = self._exact(text, candidates)

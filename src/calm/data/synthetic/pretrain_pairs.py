@@ -14,6 +14,8 @@ the order and the number of worker processes never change what is drawn.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -28,20 +30,43 @@ from calm.data.synthetic.config import (
     Scale,
 )
 from calm.data.synthetic.render import render_frames
-from calm.data.synthetic.world import pick, sample_clip
+from calm.data.synthetic.world import BACKGROUNDS, COLOURS, ClipSpec, pick, sample_clip
+from calm.data.synthetic.world import _contrast_ok as contrast_ok
 
 DOMAIN_ORDER = ("msrvtt", "didemo", "lsmdc")
 PRETRAIN_DOMAIN_INDEX = 9  # the pairs' place among the (seed, domain, ...) random streams
 HELD_OUT, TRAINING = 0, 1
-STREAM_WORLD, STREAM_TEXT, STREAM_PIXELS = 0, 1, 2
+STREAM_WORLD, STREAM_TEXT, STREAM_PIXELS, STREAM_THEME = 0, 1, 2, 3
 
 
 def _rng(seed: int, stream: int, index: int, kind: int) -> np.random.Generator:
     return np.random.default_rng([seed, PRETRAIN_DOMAIN_INDEX, stream, index, kind])
 
 
+def group_theme(seed: int, stream: int, group: int) -> dict:
+    """The background and main-object colour every pair of one group shares."""
+    rng = _rng(seed, stream, group, STREAM_THEME)
+    background = pick(rng, BACKGROUNDS)
+    return {"background": background,
+            "colour": pick(rng, [c for c in COLOURS if contrast_ok(c, background)])}
+
+
+def _themed(clip: ClipSpec, theme: dict, rng: np.random.Generator) -> ClipSpec:
+    """`clip` moved onto the theme's background with its main object in the theme's colour
+    (a second object keeps its colour unless that no longer shows against the background)."""
+    background = theme["background"]
+    objects = [dataclasses.replace(clip.objects[0], colour=theme["colour"])]
+    for obj in clip.objects[1:]:
+        if not contrast_ok(obj.colour, background):
+            obj = dataclasses.replace(
+                obj, colour=pick(rng, [c for c in COLOURS if contrast_ok(c, background)]))
+        objects.append(obj)
+    return dataclasses.replace(clip, background=background, objects=tuple(objects))
+
+
 def pretrain_pair(
-    seed: int, index: int, scale: Scale, difficulty: Difficulty, stream: int = HELD_OUT
+    seed: int, index: int, scale: Scale, difficulty: Difficulty, stream: int = HELD_OUT,
+    theme: dict | None = None,
 ) -> tuple[np.ndarray, str, dict]:
     """Pair `index` of `stream`: a uint8 frame (size x size x 3), its caption and its metadata.
 
@@ -54,6 +79,8 @@ def pretrain_pair(
     style = DOMAINS[domain]
     clip = sample_clip(rng, style, difficulty)
     t = float(rng.uniform(0, 1))
+    if theme is not None:
+        clip = _themed(clip, theme, rng)
     n_frames = scale.frames[domain][0]
     image = render_frames(
         clip,
@@ -82,16 +109,22 @@ class PretrainStream(Dataset):
 
     Item i is (uint8 image [3, S, S], caption). A DataLoader with workers renders the next
     batches while the model trains on this one.
+
+    `group` > 1: consecutive runs of `group` pairs share a background and the main object's colour
+    (`group_theme`), so a batch holds hard negatives that colour and background cannot tell
+    apart; the model has to learn shape, size, motion and the second object to match them.
     """
 
     def __init__(self, length: int, seed: int = 0, scale: str | Scale = "default",
-                 difficulty: Difficulty | None = None, start: int = 0, stream: int = TRAINING):
+                 difficulty: Difficulty | None = None, start: int = 0, stream: int = TRAINING,
+                 group: int = 1):
         self.length = length
         self.seed = seed
         self.scale = SCALES[scale] if isinstance(scale, str) else scale
         self.difficulty = difficulty or Difficulty()
         self.start = start
         self.stream = stream
+        self.group = group
 
     def __len__(self) -> int:
         return self.length
@@ -99,6 +132,8 @@ class PretrainStream(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         if not 0 <= index < self.length:
             raise IndexError(f"pair {index} of a stream of {self.length}")
-        image, text, _ = pretrain_pair(self.seed, self.start + index, self.scale,
-                                       self.difficulty, self.stream)
+        pair = self.start + index
+        theme = group_theme(self.seed, self.stream, pair // self.group) if self.group > 1 else None
+        image, text, _ = pretrain_pair(self.seed, pair, self.scale, self.difficulty, self.stream,
+                                       theme)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), text
