@@ -228,10 +228,12 @@ def bench_features(args) -> dict:
         lat = latency[args.threads[-1]]
         print(f"exhaustive exact scoring: {exhaustive_ms:.0f} ms per query ({torch.get_num_threads()}"
               f" threads, batched over {m} queries)")
-        print(f"memory: private {after['RssAnon']:.0f} MiB after opening the index and querying "
-              f"({after['RssAnon'] - before['RssAnon']:+.0f} MiB: shortlist vectors "
-              f"{searcher.shortlist._half.numel() * 2 / 2**20:.0f} MiB, reference-sample state, "
-              f"buffers); file-backed resident {after['RssFile']:.0f} MiB (index pages touched "
+        held = {"shortlist vectors (fp16)": searcher.shortlist._half.numel() * 2,
+                "reference-sample state (fp32)": sum(
+                    v.numel() * v.element_size() for v in searcher._reference_state.values())}
+        print(f"memory: the searcher holds {', '.join(f'{k} {v / 2**20:.0f} MiB' for k, v in held.items())}; "
+              f"process private {after['RssAnon']:.0f} MiB after the queries "
+              f"({before['RssAnon']:.0f} MiB before opening the index); file-backed resident {after['RssFile']:.0f} MiB (index pages touched "
               f"and libraries, page cache: evictable); index arrays on disk {disk / 2**30:.2f} GiB")
         print(f"the query's own clip in the top 10: {100 * hit1:.1f}%")
         rows = []
@@ -284,8 +286,8 @@ def bench_synthetic(args) -> None:
     folder = Path(tempfile.mkdtemp(prefix="calm-bench-synth-", dir=args.tmp))
     try:
         model = load(args.checkpoint)
+        report = build_index(model, root, folder / "index", workers=args.workers)  # all domains
         videos = root / "msrvtt" / "videos"
-        report = build_index(model, videos, folder / "index", workers=args.workers)
         ann = get_loader("msrvtt", root / "msrvtt" / "annotations", videos, {}).load_split("test")
         captions = [t.text for t in ann.texts]
         texts = model.encode_texts(captions)
@@ -293,14 +295,28 @@ def bench_synthetic(args) -> None:
         head = model.model.fusion
         ex_top, _ = exhaustive_top(index, head, texts, 10)
         n = len(index)
-        print(f"synthetic benchmark: {n} clips of {videos} indexed in {report['seconds']:.0f} s, "
-              f"{len(captions)} test captions as queries")
-        for size in (20, 50, 100, 200, 500):
+        print(f"synthetic benchmark: {n} clips of {root} indexed in {report['seconds']:.0f} s "
+              f"({report['failed']} failed), {len(captions)} msrvtt test captions as queries, "
+              f"checkpoint {args.checkpoint}")
+        for size in (10, 20, 50, 100, 200, 500):
             if size >= n:
                 break
             s = Searcher(index, head, shortlist=size)
             _, tops, _ = run_queries(s, texts)
             print(f"  shortlist {size:4d} of {n}: recall@10 {recall_at(tops, ex_top, 10):.4f}")
+        s = Searcher(index, head)
+        own = [index.row_of[(ann.videos[t.video_index].path).resolve().relative_to(root.resolve())
+                            .as_posix()] for t in ann.texts]
+        _, tops, confident = run_queries(s, texts)
+        hits = np.mean([o in top for o, top in zip(own, tops)])
+        rng = np.random.default_rng([args.seed, 5])
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        nonsense = [" ".join("".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(4))
+                    for _ in range(len(captions))]
+        _, _, confident_nonsense = run_queries(s, model.encode_texts(nonsense))
+        print(f"  the caption's own clip in the top 10: {100 * hits:.1f}%; 'no confident match' for "
+              f"{100 * (1 - confident.mean()):.1f}% of the captions and "
+              f"{100 * (1 - confident_nonsense.mean()):.1f}% of random-letter queries")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

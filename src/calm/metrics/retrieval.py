@@ -299,11 +299,7 @@ def ranks_t2v(
     candidate order. int64 unless ``ties="mean"``. ``chunk_size`` rows are processed at a time
     (None: automatic).
     """
-    _check_ties(ties)
-    n_texts, n_videos = _check_sim(sim)
-    t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
-    c = _count_ranks(sim, t2v, chunk_size, want_t2v=True, want_v2t=False)
-    return _apply_ties(c["t2v_opt"], c["t2v_pes"], ties, c["t2v_own_tied"])
+    return _ranks(sim, text_to_video, "t2v", ties, chunk_size)
 
 
 def ranks_v2t(
@@ -320,11 +316,24 @@ def ranks_v2t(
     its captions scoring >= g; ``"mean"`` is the expected rank of the first caption when ties
     are ordered at random (float).
     """
+    return _ranks(sim, text_to_video, "v2t", ties, chunk_size)
+
+
+def _counts(sim, text_to_video, direction: str, ties: str, chunk_size) -> dict[str, np.ndarray]:
+    """The checked inputs' rank counts for one direction ("t2v" or "v2t")."""
     _check_ties(ties)
+    if direction not in ("t2v", "v2t"):
+        raise ValueError(f"direction must be 't2v' or 'v2t', got {direction!r}")
     n_texts, n_videos = _check_sim(sim)
     t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
-    c = _count_ranks(sim, t2v, chunk_size, want_t2v=False, want_v2t=True)
-    return _apply_ties(c["v2t_opt"], c["v2t_pes"], ties, c["v2t_own_tied"])
+    return _count_ranks(sim, t2v, chunk_size, want_t2v=direction == "t2v",
+                        want_v2t=direction == "v2t")
+
+
+def _ranks(sim, text_to_video, direction: str, ties: str, chunk_size) -> np.ndarray:
+    c = _counts(sim, text_to_video, direction, ties, chunk_size)
+    return _apply_ties(c[f"{direction}_opt"], c[f"{direction}_pes"], ties,
+                       c[f"{direction}_own_tied"])
 
 
 def hit_rates(
@@ -338,14 +347,7 @@ def hit_rates(
     """Per query of `direction` ("t2v" or "v2t"), the probability that its ground truth is in the
     top k: 0/1 for the optimistic and pessimistic rules, the expectation under random
     tie-breaking for "mean". Queries as in `ranks_t2v` / `ranks_v2t`."""
-    _check_ties(ties)
-    if direction not in ("t2v", "v2t"):
-        raise ValueError(f"direction must be 't2v' or 'v2t', got {direction!r}")
-    n_texts, n_videos = _check_sim(sim)
-    t2v = _check_text_to_video(text_to_video, n_texts, n_videos)
-    c = _count_ranks(sim, t2v, chunk_size, want_t2v=direction == "t2v",
-                     want_v2t=direction == "v2t")
-    return _hits(c, direction, ties, k)
+    return _hits(_counts(sim, text_to_video, direction, ties, chunk_size), direction, ties, k)
 
 
 def _hits(c: dict, direction: str, ties: str, k: int) -> np.ndarray:
