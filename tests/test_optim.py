@@ -47,3 +47,20 @@ def test_weight_matrices_are_decayed_with_their_module_rate(seqtransf_calm):
     backbone = [n for n, p in model.named_parameters() if n.startswith("backbone.") and p.ndim == 2
                 and "embedding" not in n and "positional" not in n]
     assert backbone and all(group[n]["lr"] == 1e-4 for n in backbone)
+
+
+def test_the_vae_can_have_its_own_rate_and_decay():
+    from calm.config import ExperimentConfig, from_dict
+
+    cfg = from_dict(ExperimentConfig, {
+        "model": {"backbone": {"name": "calm-micro"}, "alignment": {"name": "vae"},
+                  "vae": {"latent_dim": 8, "encoder_hidden": [16], "decoder_hidden": [16]}},
+        "train": {"lr": 1e-3, "vae_lr": 1e-2, "vae_weight_decay": 0.0, "weight_decay": 0.2},
+    })
+    model = task_for(cfg).build_model(cfg.model)
+    group = _group_of(model, cfg)
+    for name, p in model.named_parameters():
+        if name.startswith("vae."):
+            assert group[name]["lr"] == 1e-2 and group[name]["weight_decay"] == 0.0, name
+    assert group["fusion.q_proj.weight"]["lr"] == 1e-3
+    assert group["fusion.q_proj.weight"]["weight_decay"] == 0.2

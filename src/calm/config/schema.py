@@ -237,6 +237,11 @@ class TrainConfig:
     lr: float = 1e-5  # new modules: fusion head, anchors, VAE
     backbone_lr: float = 1e-6  # CLIP itself
     weight_decay: float = 0.2
+    # the VAE's own rate and decay (None: `lr` and `weight_decay`). A freshly initialised MLP
+    # must move its logits by several units to generate a peaked S_p-hat; at the backbone-scale
+    # rates it stays near uniform for thousands of steps (see docs/method.md)
+    vae_lr: float | None = None
+    vae_weight_decay: float | None = None
     warmup: float = 0.1  # fraction of steps
     grad_clip: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -260,6 +265,10 @@ class TrainConfig:
         _positive("lr", self.lr, allow_zero=True)
         _positive("backbone_lr", self.backbone_lr, allow_zero=True)
         _positive("weight_decay", self.weight_decay, allow_zero=True)
+        if self.vae_lr is not None:
+            _positive("vae_lr", self.vae_lr, allow_zero=True)
+        if self.vae_weight_decay is not None:
+            _positive("vae_weight_decay", self.vae_weight_decay, allow_zero=True)
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"warmup: must be in [0, 1), got {self.warmup!r}")
         _positive("grad_clip", self.grad_clip, allow_zero=True)

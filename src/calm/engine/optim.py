@@ -10,34 +10,36 @@ from torch import nn
 from calm.config.schema import TrainConfig
 
 
+def _module_kind(name: str) -> str:
+    if name.startswith("backbone."):
+        return "backbone"
+    return "vae" if name.startswith("vae.") else "new"
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Four groups: {backbone, new modules} x {decayed matrices, undecayed parameters}.
+    """Groups by {backbone, vae, new modules} x {decayed matrices, undecayed parameters}.
 
     Weight decay applies to weight matrices only: never to gains, biases, scales, embedding
     tables (token, class and position embeddings, seqTransf's frame positions) or the anchor
-    offsets e_k, which are additive embeddings too.
+    offsets e_k, which are additive embeddings too. The VAE takes `vae_lr` / `vae_weight_decay`
+    when set, else the new modules' values.
     """
     embedding_tables = {f"{module_name}.weight" for module_name, module in model.named_modules()
                         if isinstance(module, nn.Embedding)}
-    groups: dict[tuple[bool, bool], list] = {}
+    rates = {"backbone": cfg.backbone_lr, "new": cfg.lr,
+             "vae": cfg.lr if cfg.vae_lr is None else cfg.vae_lr}
+    decays = {"backbone": cfg.weight_decay, "new": cfg.weight_decay,
+              "vae": cfg.weight_decay if cfg.vae_weight_decay is None else cfg.vae_weight_decay}
+    groups: dict[tuple[str, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_backbone = name.startswith("backbone.")
         decay = (param.ndim >= 2 and name not in embedding_tables
                  and not any(word in name for word in ("embedding", "offset", "position")))
-        groups.setdefault((is_backbone, decay), []).append(param)
-    out = []
-    for (is_backbone, decay), params in sorted(groups.items()):
-        out.append(
-            {
-                "params": params,
-                "lr": cfg.backbone_lr if is_backbone else cfg.lr,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
-                "name": f"{'backbone' if is_backbone else 'new'}/{'decay' if decay else 'no_decay'}",
-            }
-        )
-    return out
+        groups.setdefault((_module_kind(name), decay), []).append(param)
+    return [{"params": params, "lr": rates[kind], "weight_decay": decays[kind] if decay else 0.0,
+             "name": f"{kind}/{'decay' if decay else 'no_decay'}"}
+            for (kind, decay), params in sorted(groups.items())]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
