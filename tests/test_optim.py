@@ -59,7 +59,7 @@ def test_the_vae_can_have_its_own_rate_and_decay():
     })
     model = task_for(cfg).build_model(cfg.model)
     group = _group_of(model, cfg)
-    for name, p in model.named_parameters():
+    for name, _ in model.named_parameters():
         if name.startswith("vae."):
             assert group[name]["lr"] == 1e-2 and group[name]["weight_decay"] == 0.0, name
     assert group["fusion.q_proj.weight"]["lr"] == 1e-3

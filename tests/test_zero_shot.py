@@ -115,3 +115,18 @@ def test_load_model_or_clip_tells_calm_checkpoints_from_clip_weights(tmp_path, c
     assert meta == {"step": 7} and again.anchors.labels == model.anchors.labels
     with pytest.raises(FileNotFoundError, match="calm checkpoint.*CLIP weights"):
         load_model_or_clip(tmp_path / "nothing.pt")
+
+
+def test_calm_load_gives_a_zero_shot_model_from_plain_clip_weights(tmp_path, clip_file):
+    import calm
+    from tests.videos import moving_image, write_clip
+
+    video = write_clip(tmp_path / "v.mp4", num_frames=8, width=40, height=32,
+                       frame_fn=lambda k, w, h: moving_image(k, w, h))
+    model = calm.load(clip_file, name="calm-micro")
+    videos = model.encode_videos([video])
+    top = model.anchors_of(videos, k=3)
+    assert len(top) == 1 and len(top[0]) == 3 and top[0][0][0] in model.model.anchors.labels
+    assert model.score(["a red circle"], videos).shape == (1, 1)
+    with pytest.raises(calm.CapabilityError, match="VAE"):
+        model.uncertainty(videos)

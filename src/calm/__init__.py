@@ -26,6 +26,7 @@ _EXPORTS = {
     "load": ("calm.api", "load"),
     "CalmModel": ("calm.api", "CalmModel"),
     "EncodedVideos": ("calm.api", "EncodedVideos"),
+    "CapabilityError": ("calm.api", "CapabilityError"),
     "ExperimentConfig": ("calm.config", "ExperimentConfig"),
     "ConfigError": ("calm.config", "ConfigError"),
     "load_config": ("calm.config", "load"),

@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from calm.data.files import VideoFiles, collate_files
 from calm.data.video import FrameSpec
+from calm.engine.zero_shot import load_model_or_clip
 from calm.model.fusion import masked_mean
+from calm.model.scoring import similarity_matrix, video_uncertainty
 
 
 class CapabilityError(ValueError):
@@ -213,8 +215,6 @@ class CalmModel:
         With score mode `anchor_agreement` in the checkpoint's config, the VAE term is added as in
         evaluation. Each score depends only on its own text and video.
         """
-        from calm.model.scoring import similarity_matrix
-
         text = self._texts(texts).to(self.device)
         enc = self._videos(videos)
         return similarity_matrix(
@@ -254,19 +254,17 @@ class CalmModel:
                 f"'{self.cfg.model.alignment.name}'); uncertainty needs a CALM checkpoint trained "
                 "with the 'vae' alignment"
             )
-        from calm.model.scoring import video_uncertainty
-
         enc = self._videos(videos)
         return video_uncertainty(
             self.model, enc.frames.to(self.device), enc.mask.to(self.device)
         ).float().cpu()
 
 
-def load(checkpoint, device: str | torch.device = "cpu") -> CalmModel:
-    """Loads a calm retrieval checkpoint (`.safetensors` written by `calm train`) for inference."""
-    from calm.engine.checkpoint import load_model
-
+def load(checkpoint, device: str | torch.device = "cpu", name: str = "ViT-B-32") -> CalmModel:
+    """Loads a calm retrieval checkpoint (`.safetensors` written by `calm train`) for inference,
+    or plain CLIP weights (OpenAI `.pt`, open_clip file or folder, Hugging Face folder) of the
+    open_clip architecture `name` as a zero-shot model: meanP fusion, Charades anchors, no VAE."""
     path = Path(checkpoint)
     device = torch.device(device)
-    model, cfg, meta = load_model(path, device)
+    model, cfg, meta = load_model_or_clip(path, device, name=name)
     return CalmModel(model, cfg, meta, path, device)
