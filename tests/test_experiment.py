@@ -132,7 +132,7 @@ def test_shipped_grids_parse():
     from calm.demo.grid import load_grid
 
     full = load_grid(ALIGNMENT)
-    assert [c.name for c in full.cells()] == ["none", "kl", "ce", "mse", "vae"]
+    assert [c.name for c in full.cells()] == ["none", "vae", "kl", "ce", "mse"]
     assert len(full.runs()) == 15 and full.base.scale == "default"
     tiny = load_grid(TINY)
     assert [c.name for c in tiny.cells()] == ["none", "vae"] and tiny.seeds == [0, 1]

@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calm.config import AlignmentConfig, ExperimentConfig, ModelConfig, from_dict
+from calm.config import AlignmentConfig, ExperimentConfig, from_dict
 from calm.engine.evaluation.anchors import anchor_diagnostics, fresh_anchors
 from calm.engine.evaluation.retrieval import encode_split
 from calm.engine.inputs import data_setup
@@ -217,16 +216,26 @@ def test_diagnostics_by_hand(tiny):
     assert model.anchors.text_marginal() is None
 
 
-def test_training_forward_accumulates_the_text_marginal():
+def test_a_training_step_accumulates_the_text_marginal():
+    from calm.engine.state import TrainState
+    from calm.engine.train import train_step
+    from calm.model.losses import CALMLoss
+
     torch.manual_seed(0)
-    model = CALM.from_config(from_dict(ModelConfig, {
+    cfg = from_dict(ExperimentConfig, {"model": {
         "backbone": {"name": "calm-micro"}, "anchors": {"labels": "coco"},
-        "alignment": {"name": "ce"}})).train()
-    frames, mask = torch.randn(2, 2, 3, 32, 32), torch.ones(2, 2, dtype=torch.bool)
-    tokens = model.backbone.tokenize(["a cat", "two dogs"])
-    out = model(frames, mask, tokens)
-    expected = F.softmax(out.anchors.text_logits.detach(), -1).mean(0)
-    torch.testing.assert_close(model.anchors.text_marginal(), expected)
+        "alignment": {"name": "ce"}}})
+    model = CALM.from_config(cfg.model).train()
+    frames = torch.randint(0, 255, (2, 2, 3, 32, 32), dtype=torch.uint8)
+    batch = {"frames": frames, "frame_mask": torch.ones(2, 2, dtype=torch.bool),
+             "tokens": model.backbone.tokenize(["a cat", "two dogs"]),
+             "text_index": torch.tensor([0, 1])}
+    with torch.no_grad():
+        expected = model.text_anchor_logits(model.encode_text(batch["tokens"])).softmax(-1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_step(model, model, CALMLoss(), batch, opt, torch.amp.GradScaler("cpu", enabled=False),
+               torch.device("cpu"), cfg.train, TrainState())
+    torch.testing.assert_close(model.anchors.text_marginal(), expected.mean(0))
 
 
 def test_zero_shot_diagnostics_of_a_model_without_anchors(tiny):

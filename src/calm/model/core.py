@@ -109,7 +109,5 @@ class VideoTextCore(nn.Module):
         anchors = self.anchor_matrix()
         video_logits = self.video_anchor_logits(frames, mask, anchors)
         text_logits = self.text_anchor_logits(text, anchors)
-        if self.training:
-            self.anchors.observe_text(text_logits.softmax(dim=-1))
         vae_out = self.vae(video_logits.softmax(dim=-1)) if self.vae is not None else None
         return AnchorOutput(video_logits, text_logits, vae_out)

@@ -89,7 +89,7 @@ def pretrain_pair(
         scale.size,
         [t],
         _rng(seed, stream, index, STREAM_PIXELS),
-        trail_dt=0.6 / (n_frames - 1),
+        trail_dt=None if difficulty.trail_spacing is not None else 0.6 / (n_frames - 1),
     )[0]
     text, mention = pretrain_caption(
         _rng(seed, stream, index, STREAM_TEXT),

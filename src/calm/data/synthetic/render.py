@@ -188,11 +188,17 @@ def render_frames(
 
     `rng` supplies the background texture, camera shake, flicker and noise, so two calls with
     equal seeds give equal pixels. Echoes trail the object by `trail_dt` clip time each (by
-    default 0.6 of the frame spacing, like a shutter open 60% of the time).
+    default `difficulty.trail_spacing`, else 0.6 of the frame spacing, like a shutter open 60% of
+    the time).
     """
     bg = background(clip, style, size, rng)
     n_echo, echo_alpha = difficulty.trail
-    dt = trail_dt if trail_dt is not None else 0.6 / max(len(times) - 1, 1)
+    if trail_dt is not None:
+        dt = trail_dt
+    elif difficulty.trail_spacing is not None:
+        dt = difficulty.trail_spacing
+    else:
+        dt = 0.6 / max(len(times) - 1, 1)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     vig = None
     if style.vignette:

@@ -171,7 +171,7 @@ def _sample_object(
         y=best[1],
         radius=radius,
         travel=travel,
-        angle=float(rng.uniform(0, 2 * math.pi)),
+        angle=difficulty.tilt * float(rng.uniform(-1.0, 1.0)),
         spin=1 if rng.random() < 0.5 else -1,
         phase=float(rng.uniform(0, 1)),
     )
