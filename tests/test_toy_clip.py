@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from calm.data.synthetic import SCALES, Difficulty, generate
-from calm.data.synthetic.pretrain_pairs import HELD_OUT, TRAINING, PretrainStream, pretrain_pair
+from calm.data.synthetic.pretrain_pairs import (
+    ATTRIBUTE_CLASSES,
+    HELD_OUT,
+    NO_LABEL,
+    TRAINING,
+    PretrainStream,
+    attribute_labels,
+    group_theme,
+    pretrain_pair,
+)
 from calm.demo.pretrain import PretrainConfig, cache_key, pretrain_clip, pretrained_clip
 
 
@@ -35,17 +44,40 @@ def test_the_training_stream_is_fresh_and_deterministic():
     train = [pretrain_pair(3, i, scale, Difficulty(), TRAINING)[0] for i in range(8)]
     assert not any(np.array_equal(h, t) for h in held for t in train)
     stream = PretrainStream(10, seed=3, scale="tiny", start=4)
-    image, text = stream[2]
-    again, again_text = PretrainStream(10, seed=3, scale="tiny")[6]
+    image, text, labels = stream[2]
+    again, again_text, again_labels = PretrainStream(10, seed=3, scale="tiny")[6]
     assert image.dtype == torch.uint8 and image.shape == (3, scale.size, scale.size)
-    assert torch.equal(image, again) and text == again_text
+    assert torch.equal(image, again) and text == again_text and torch.equal(labels, again_labels)
+    _, _, meta = pretrain_pair(3, 6, scale, Difficulty(), TRAINING)
+    assert labels.tolist() == attribute_labels(meta["attributes"])
     with pytest.raises(IndexError):
         stream[10]
 
 
+def test_attribute_labels_name_what_a_clip_shows():
+    clip = {"background": "night", "second": None,
+            "main": {"shape": "star", "colour": "red", "size": "large", "motion": "left"}}
+    labels = dict(zip(ATTRIBUTE_CLASSES, attribute_labels(clip)))
+    assert ATTRIBUTE_CLASSES["shape"][labels["shape"]] == "star"
+    assert ATTRIBUTE_CLASSES["motion"][labels["motion"]] == "left"
+    assert ATTRIBUTE_CLASSES["objects"][labels["objects"]] == "one"
+    assert labels["second_shape"] == labels["second_colour"] == NO_LABEL
+
+
+def test_grouped_pairs_share_background_and_colour():
+    stream = PretrainStream(16, seed=3, scale="tiny", group=4)
+    keys = list(ATTRIBUTE_CLASSES)
+    for start in (0, 4, 8, 12):
+        theme = group_theme(3, TRAINING, start // 4)
+        for i in range(start, start + 4):
+            labels = dict(zip(keys, stream[i][2].tolist()))
+            assert ATTRIBUTE_CLASSES["background"][labels["background"]] == theme["background"]
+            assert ATTRIBUTE_CLASSES["colour"][labels["colour"]] == theme["colour"]
+
+
 def test_pretraining_writes_weights_and_a_held_out_report(synth, tmp_path):
     cfg = PretrainConfig(model="calm-micro", steps=2, batch_size=8, workers=0, eval_pairs=24,
-                         scale="tiny")
+                         scale="tiny", aux_weight=1.0)
     info = pretrain_clip(synth, tmp_path / "clip.safetensors", cfg, progress=False)
     assert (tmp_path / "clip.safetensors").is_file()
     report = json.loads((tmp_path / "clip.json").read_text())
@@ -56,6 +88,7 @@ def test_pretraining_writes_weights_and_a_held_out_report(synth, tmp_path):
     for key in ("anchor_map_image", "anchor_map_caption"):
         assert set(held[key]) == {"mAP", "n", "chance"} and 0 < held[key]["mAP"] <= 100
     assert info["train_cpu_s"] >= 0 and info["heldout"] == held
+    assert report["final_aux_loss"] > 0 and len(report["loss_curve"]) == 1
 
 
 def test_the_cache_reuses_a_stream_clip_for_any_benchmark_folder(synth, tmp_path):

@@ -52,7 +52,7 @@ class Difficulty:
     vocab_shift: float = 0.75
     motion_scale: float = 1.0
     trail: tuple = (2, 0.35)
-    trail_spacing: float | None = None
+    trail_spacing: float | None = 0.08
     tilt: float = 0.2
 
     def mention_prob(self, attribute: str, domain_coverage: float = 1.0) -> float:

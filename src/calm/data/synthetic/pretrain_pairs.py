@@ -30,17 +30,44 @@ from calm.data.synthetic.config import (
     Scale,
 )
 from calm.data.synthetic.render import render_frames
-from calm.data.synthetic.world import BACKGROUNDS, COLOURS, ClipSpec, pick, sample_clip
+from calm.data.synthetic.world import (
+    BACKGROUNDS,
+    COLOURS,
+    MOTIONS,
+    SHAPES,
+    SIZES,
+    ClipSpec,
+    pick,
+    sample_clip,
+)
 from calm.data.synthetic.world import _contrast_ok as contrast_ok
 
 DOMAIN_ORDER = ("msrvtt", "didemo", "lsmdc")
 PRETRAIN_DOMAIN_INDEX = 9  # the pairs' place among the (seed, domain, ...) random streams
 HELD_OUT, TRAINING = 0, 1
+# What a frame shows, as class indices: the targets of the toy CLIP's auxiliary attribute heads.
+ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES, "colour": COLOURS, "size": SIZES, "motion": MOTIONS,
+    "background": BACKGROUNDS, "objects": ("one", "two"),
+    "second_shape": SHAPES, "second_colour": COLOURS,
+}
+NO_LABEL = -100  # a second object's attributes when there is none (ignored by cross-entropy)
 STREAM_WORLD, STREAM_TEXT, STREAM_PIXELS, STREAM_THEME = 0, 1, 2, 3
 
 
 def _rng(seed: int, stream: int, index: int, kind: int) -> np.random.Generator:
     return np.random.default_rng([seed, PRETRAIN_DOMAIN_INDEX, stream, index, kind])
+
+
+def attribute_labels(attributes: dict) -> list[int]:
+    """Class indices of `ATTRIBUTE_CLASSES` for a clip (`ClipSpec.attributes()` form)."""
+    main, second = attributes["main"], attributes.get("second")
+    out = [SHAPES.index(main["shape"]), COLOURS.index(main["colour"]), SIZES.index(main["size"]),
+           MOTIONS.index(main["motion"]), BACKGROUNDS.index(attributes["background"]),
+           1 if second else 0]
+    out += [SHAPES.index(second["shape"]), COLOURS.index(second["colour"])] if second else [
+        NO_LABEL, NO_LABEL]
+    return out
 
 
 def group_theme(seed: int, stream: int, group: int) -> dict:
@@ -107,7 +134,8 @@ def pretrain_pair(
 class PretrainStream(Dataset):
     """Pairs `start`, `start + 1`, ... of the training stream, rendered when indexed.
 
-    Item i is (uint8 image [3, S, S], caption). A DataLoader with workers renders the next
+    Item i is (uint8 image [3, S, S], caption, attribute labels [len(ATTRIBUTE_CLASSES)]).
+    A DataLoader with workers renders the next
     batches while the model trains on this one.
 
     `group` > 1: consecutive runs of `group` pairs share a background and the main object's colour
@@ -129,11 +157,12 @@ class PretrainStream(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(f"pair {index} of a stream of {self.length}")
         pair = self.start + index
         theme = group_theme(self.seed, self.stream, pair // self.group) if self.group > 1 else None
-        image, text, _ = pretrain_pair(self.seed, pair, self.scale, self.difficulty, self.stream,
-                                       theme)
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), text
+        image, text, meta = pretrain_pair(self.seed, pair, self.scale, self.difficulty,
+                                          self.stream, theme)
+        return (torch.from_numpy(image).permute(2, 0, 1).contiguous(), text,
+                torch.tensor(attribute_labels(meta["attributes"])))
