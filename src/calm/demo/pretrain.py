@@ -42,7 +42,7 @@ from calm.data.synthetic.pretrain_pairs import (
 from calm.data.synthetic.world import oracle_recall_at_1
 from calm.demo.clock import Phase
 from calm.engine.checkpoint import atomic_write
-from calm.engine.optim import cosine_with_warmup
+from calm.engine.optim import cosine_with_warmup, decayed_names
 from calm.engine.runtime import seed_everything
 from calm.metrics.ranking import mean_average_precision
 from calm.metrics.retrieval import ranks_t2v, ranks_v2t, summarize_ranks
@@ -202,8 +202,9 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
     pre = backbone.preprocess
     heads = AttributeHeads(backbone.embed_dim) if cfg.aux_weight > 0 else None
     trained = torch.nn.ModuleDict({"clip": clip, **({"heads": heads} if heads else {})})
-    decay = [p for n, p in trained.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in trained.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    decayed = decayed_names(trained)  # the fine-tuning optimizer's rule
+    decay = [p for n, p in trained.named_parameters() if n in decayed]
+    rest = [p for n, p in trained.named_parameters() if n not in decayed]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,

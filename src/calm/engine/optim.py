@@ -16,16 +16,24 @@ def _module_kind(name: str) -> str:
     return "vae" if name.startswith("vae.") else "new"
 
 
+def decayed_names(model: nn.Module) -> set[str]:
+    """Names of the parameters that get weight decay: weight matrices, never gains, biases,
+    scales, embedding tables (token, class, position embeddings, seqTransf's frame positions)
+    or additive embeddings such as the anchor offsets e_k."""
+    tables = {f"{module_name}.weight" for module_name, module in model.named_modules()
+              if isinstance(module, nn.Embedding)}
+    return {name for name, param in model.named_parameters()
+            if param.ndim >= 2 and name not in tables
+            and not any(word in name for word in ("embedding", "offset", "position"))}
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Groups by {backbone, vae, new modules} x {decayed matrices, undecayed parameters}.
 
-    Weight decay applies to weight matrices only: never to gains, biases, scales, embedding
-    tables (token, class and position embeddings, seqTransf's frame positions) or the anchor
-    offsets e_k, which are additive embeddings too. The VAE takes `vae_lr` / `vae_weight_decay`
-    when set, else the new modules' values.
+    Weight decay follows `decayed_names`. The VAE takes `vae_lr` / `vae_weight_decay` when set,
+    else the new modules' values.
     """
-    embedding_tables = {f"{module_name}.weight" for module_name, module in model.named_modules()
-                        if isinstance(module, nn.Embedding)}
+    decayed = decayed_names(model)
     rates = {"backbone": cfg.backbone_lr, "new": cfg.lr,
              "vae": cfg.lr if cfg.vae_lr is None else cfg.vae_lr}
     decays = {"backbone": cfg.weight_decay, "new": cfg.weight_decay,
@@ -34,8 +42,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = (param.ndim >= 2 and name not in embedding_tables
-                 and not any(word in name for word in ("embedding", "offset", "position")))
+        decay = name in decayed
         groups.setdefault((_module_kind(name), decay), []).append(param)
     return [{"params": params, "lr": rates[kind], "weight_decay": decays[kind] if decay else 0.0,
              "name": f"{kind}/{'decay' if decay else 'no_decay'}"}
