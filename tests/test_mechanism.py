@@ -128,11 +128,10 @@ def test_kl_warmup_ramps_alpha_over_training_steps():
     for _ in range(6):
         terms = objective(logits, logits, _vae_out(mu, logvar))
         weights.append(float((terms["align"] - terms["rec"]) / terms["kl_prior"]))
+        objective.step_done()  # the training loop's after-step hook
     assert weights == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])
-    objective.eval()
-    with torch.no_grad():
-        objective(logits, logits, _vae_out(mu, logvar))
-    assert int(objective.steps_seen) == 6  # evaluation does not advance the ramp
+    objective(logits, logits, _vae_out(mu, logvar))  # a forward alone (evaluation, a skipped
+    assert int(objective.steps_seen) == 6  # non-finite step) does not advance the ramp
 
 
 def test_free_bits_floor_each_latent_dimension():

@@ -47,7 +47,8 @@ def test_a_corrupt_video_stops_the_run_naming_it_under_error(tmp_path):
 
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     ann, vid = write_tiny_msrvtt(tmp_path)
-    cfg = write_config(tmp_path / "cfg.yaml", tiny_config(ann, vid, epochs=50))
+    # long enough that the interrupt always lands mid-run, even on a loaded machine
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_config(ann, vid, epochs=2000))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "calm", "train", "--config", str(cfg), "--out",

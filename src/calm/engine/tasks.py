@@ -67,7 +67,9 @@ class Task:
         raise NotImplementedError
 
     def after_step(self, model: nn.Module) -> None:
-        """Called after each optimizer step (parameter constraints)."""
+        """Called after each completed optimizer step: the alignment objective's schedule
+        (KL warm-up) advances; tasks add their parameter constraints."""
+        model.alignment.step_done()
 
 
 @TASKS.register("retrieval")
@@ -105,6 +107,7 @@ class RetrievalTask(Task):
         return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
 
     def after_step(self, model: CALM) -> None:
+        super().after_step(model)
         clamp_logit_scale_(model.logit_scale)
 
 

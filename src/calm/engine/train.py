@@ -205,10 +205,6 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,
         out = net(frames, mask, tokens, gather=distributed.gather_with_grad,
                   video_index=video_index)
         terms = loss_fn(model, out)
-    if out.anchors is not None:  # the training split's mean S_p, over the global batch
-        with torch.no_grad():
-            model.anchors.observe_text(
-                distributed.gather_with_grad(out.anchors.text_logits.float().softmax(dim=-1)))
     loss = terms["loss"]
     if not torch.isfinite(loss):
         samples = batch["text_index"].tolist()
@@ -226,6 +222,10 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     scaler.step(optimizer)
     scaler.update()
+    if out.anchors is not None:  # the training split's mean S_p, over the global batch
+        with torch.no_grad():
+            model.anchors.observe_text(
+                distributed.gather_with_grad(out.anchors.text_logits.float().softmax(dim=-1)))
     if after_step is not None:
         after_step(model)
     return {k: float(v.detach()) for k, v in terms.items()}

@@ -117,6 +117,9 @@ class AlignmentObjective(nn.Module):
         """Named loss terms, including `align`, the weighted sum added to the task loss."""
         return self.terms(video_logits, text_logits, vae_out)
 
+    def step_done(self) -> None:
+        """Called after each completed optimizer step (schedules inside the objective)."""
+
 
 def _cross_entropy(log_target: torch.Tensor, log_pred: torch.Tensor) -> torch.Tensor:
     return -(log_target.exp() * log_pred).sum(dim=-1).mean()
@@ -176,6 +179,9 @@ class VAEAlignment(AlignmentObjective):
         # training steps seen, for the KL warm-up; saved with the weights so a resume continues it
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
 
+    def step_done(self) -> None:
+        self.steps_seen += 1
+
     def alpha(self) -> float:
         """alpha, ramped linearly from 0 over `kl_warmup_steps` training steps."""
         warmup = self.cfg.kl_warmup_steps
@@ -193,8 +199,6 @@ class VAEAlignment(AlignmentObjective):
         # collapsing them onto the prior (0 = the paper's plain KL)
         penalised = kl_per_dim.clamp(min=self.cfg.free_bits).sum() if self.cfg.free_bits else kl_prior
         alpha = self.alpha()
-        if self.training and torch.is_grad_enabled():
-            self.steps_seen += 1
         return {
             "rec": rec,
             "kl_prior": kl_prior,
