@@ -51,9 +51,12 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", tiny_config(ann, vid, epochs=2000))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a shell that starts jobs in the background sets SIGINT to ignored, and Python then never
+    # raises KeyboardInterrupt: give the child the default disposition, as a terminal would
     proc = subprocess.Popen([sys.executable, "-m", "calm", "train", "--config", str(cfg), "--out",
                              str(run), "--no-progress"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = run / "metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (log.is_file() and log.read_text().count('"train"') >= 5):
