@@ -56,7 +56,12 @@ def test_type_a_query_see_results_and_play_the_moment(searcher):
             page.wait_for_selector(".result", timeout=20_000)
             cards = page.locator(".result")
             assert cards.count() == 8
-            assert page.locator(".result img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+            # thumbnails arrive after the result cards: wait until the first one has decoded
+            page.wait_for_function(
+                """() => { const img = document.querySelector('.result img');
+                           return img && img.complete && img.naturalWidth > 0; }""",
+                timeout=20_000,
+            )
             assert page.locator(".result .tag").count() > 0
             assert page.locator(".result .bar .fill").count() == 8
             assert "a red block" in page.text_content("#status") or "no confident" in page.text_content("#status")

@@ -17,13 +17,21 @@ def cpu_seconds() -> float:
 
 
 class Phase:
-    """`with Phase() as p: ...` then `p.wall_s`, `p.cpu_s` (rounded to 0.1 s)."""
+    """`with Phase() as p: ...` (or `p = Phase().start(); ...; p.stop()`) then `p.wall_s`,
+    `p.cpu_s` (rounded to 0.1 s)."""
 
-    def __enter__(self) -> Phase:
+    def start(self) -> Phase:
         self._wall, self._cpu = time.perf_counter(), cpu_seconds()
         self.wall_s = self.cpu_s = 0.0
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> Phase:
         self.wall_s = round(time.perf_counter() - self._wall, 1)
         self.cpu_s = round(cpu_seconds() - self._cpu, 1)
+        return self
+
+    def __enter__(self) -> Phase:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -8,7 +8,7 @@ evaluate both on every domain's test split, and write `report.md` with the table
 from __future__ import annotations
 
 import json
-import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from calm.config import ExperimentConfig, from_dict
 from calm.data.synthetic.ambiguity import synthetic_metadata_path
 from calm.data.video import FrameSampler
 from calm.demo.benchmark import prepare_benchmark, training_videos
+from calm.demo.clock import Phase
 from calm.demo.pretrain import PretrainConfig, pretrained_clip
 from calm.engine.checkpoint import load_model
 from calm.engine.evaluation.anchors import (
@@ -150,16 +151,25 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
     demo = demo or DemoConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings, started = {}, time.perf_counter()
+    timings: dict[str, float] = {}
 
+    @contextmanager
+    def timed(name: str):
+        # wall seconds per phase, and CPU seconds (this process and its finished workers): on a
+        # shared machine wall time says who else was busy, CPU time what the phase cost
+        with Phase() as phase:
+            yield
+        timings[f"{name}_s"], timings[f"{name}_cpu_s"] = phase.wall_s, phase.cpu_s
+
+    total = Phase().start()
     data_root = Path(data_root) if data_root else out / "data"
-    manifest, synth_s = prepare_benchmark(data_root, demo.scale, demo.data_seed)
-    if synth_s is not None:
-        timings["synth_s"] = synth_s
+    with timed("synth"):
+        manifest, synth_s = prepare_benchmark(data_root, demo.scale, demo.data_seed)
+    if synth_s is None:  # reused: nothing was generated
+        del timings["synth_s"], timings["synth_cpu_s"]
 
-    t = time.perf_counter()
-    clip_path, clip_info = pretrained_clip(data_root, demo.pretrain, progress=progress)
-    timings["pretrain_s"] = time.perf_counter() - t
+    with timed("pretrain"):
+        clip_path, clip_info = pretrained_clip(data_root, demo.pretrain, progress=progress)
 
     domain = manifest["domains"][0]
     n_train = training_videos(data_root, domain)
@@ -168,36 +178,34 @@ def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = T
         cfg = experiment_config(demo, data_root, domain, clip_path, alignment,
                                 max(1, n_train // demo.batch_size))
         run_dir = out / "runs" / label
-        t = time.perf_counter()
-        result = train(cfg, run_dir, progress=progress)
-        timings[f"train_{label}_s"] = time.perf_counter() - t
+        with timed(f"train_{label}"):
+            result = train(cfg, run_dir, progress=progress)
         runs[label] = run_dir
         configs[label] = cfg
         checkpoints.append((label, str(run_dir / "checkpoints" / "best.safetensors")))
         results[label] = result
 
-    t = time.perf_counter()
-    matrix = ood_matrix(checkpoints, synthetic_targets(data_root))
-    files = write_ood(matrix, out)
-    timings["ood_eval_s"] = time.perf_counter() - t
+    with timed("ood_eval"):
+        matrix = ood_matrix(checkpoints, synthetic_targets(data_root))
+        files = write_ood(matrix, out)
 
     curves = training_curves(runs, out / "training_curves.png")
     calm_label = next((lab for lab, a in demo.methods.items() if a == "vae"), None)
     anchors_png, uncertainty = None, None
-    t = time.perf_counter()
-    calm_cfg = configs[calm_label] if calm_label else next(iter(configs.values()))
-    diagnostics = mechanism_diagnostics({k: Path(v) for k, v in checkpoints},
-                                        calm_cfg.model.anchors)
-    if calm_label:
-        ckpt = Path(dict(checkpoints)[calm_label])
-        labels, pairs = _anchor_pairs(ckpt, configs[calm_label])
-        anchors_png = anchor_figure(labels, pairs, out / "anchor_distributions.png")
-        data_cfg = configs[calm_label].data
-        uncertainty = evaluate_checkpoint(ckpt, data_cfg.dataset, data_cfg.annotations,
-                                          data_cfg.videos, uncertainty=True)["uncertainty"]
-        uncertainty["figure"] = str(uncertainty_figure(uncertainty, out / "uncertainty.png"))
-    timings["diagnostics_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
+    with timed("diagnostics"):
+        calm_cfg = configs[calm_label] if calm_label else next(iter(configs.values()))
+        diagnostics = mechanism_diagnostics({k: Path(v) for k, v in checkpoints},
+                                            calm_cfg.model.anchors)
+        if calm_label:
+            ckpt = Path(dict(checkpoints)[calm_label])
+            labels, pairs = _anchor_pairs(ckpt, configs[calm_label])
+            anchors_png = anchor_figure(labels, pairs, out / "anchor_distributions.png")
+            data_cfg = configs[calm_label].data
+            uncertainty = evaluate_checkpoint(ckpt, data_cfg.dataset, data_cfg.annotations,
+                                              data_cfg.videos, uncertainty=True)["uncertainty"]
+            uncertainty["figure"] = str(uncertainty_figure(uncertainty, out / "uncertainty.png"))
+    total.stop()
+    timings["total_s"], timings["total_cpu_s"] = total.wall_s, total.cpu_s
 
     table = markdown_table(matrix, "R@1", "t2v")
     report = [
