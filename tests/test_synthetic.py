@@ -369,3 +369,18 @@ def test_cli_writes_and_refuses_foreign_folders(tmp_path, capsys):
     assert main(["synth", "--out", str(foreign), "--scale", "tiny"]) == 2
     assert "not written by calm synth" in capsys.readouterr().err
     assert (foreign / "msrvtt").is_dir()
+
+
+def test_object_radius_sets_how_large_objects_are():
+    """Difficulty.object_radius is the medium object's radius (fraction of the frame width), scaled
+    by the size word and the domain: doubling it doubles every object, nothing else changes."""
+    style = DOMAINS["msrvtt"]
+    small, large = Difficulty(object_radius=0.05), Difficulty(object_radius=0.1)
+    for i in range(50):
+        a = sample_clip(np.random.default_rng([3, i]), style, small)
+        b = sample_clip(np.random.default_rng([3, i]), style, large)
+        assert [o.shape for o in a.objects] == [o.shape for o in b.objects]
+        for oa, ob in zip(a.objects, b.objects):
+            assert ob.radius == pytest.approx(2 * oa.radius)
+            factor = {"small": 0.65, "medium": 1.0, "large": 1.45}[oa.size]
+            assert oa.radius == pytest.approx(0.05 * factor * style.object_scale)

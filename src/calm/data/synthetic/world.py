@@ -40,7 +40,6 @@ BACKGROUND_RGB = {
     "night": (0.07, 0.09, 0.22),
 }
 SIZE_FACTOR = {"small": 0.65, "medium": 1.0, "large": 1.45}
-BASE_RADIUS = 0.1  # object radius as a fraction of the frame width, before size and domain scale
 BASE_TRAVEL = 0.4  # how far a translating object moves in a clip (fraction of the frame)
 MIN_CONTRAST = 0.3  # an object colour must differ this much (RGB distance) from the background
 ROTATION_SYMMETRIC = ("circle", "ring")  # a spinning circle looks still: never "rotate"
@@ -135,7 +134,7 @@ def _sample_object(
     size = pick(rng, SIZES)
     motions = [m for m in MOTIONS if not (m == "rotate" and shape in ROTATION_SYMMETRIC)]
     motion = pick(rng, motions)
-    radius = BASE_RADIUS * SIZE_FACTOR[size] * style.object_scale
+    radius = difficulty.object_radius * SIZE_FACTOR[size] * style.object_scale
     speed = style.speed * difficulty.motion_scale * float(rng.uniform(0.8, 1.2))
     if motion in ("left", "right", "up", "down"):
         travel = min(0.6, BASE_TRAVEL * speed)
