@@ -29,4 +29,11 @@ def test_tiny_demo_writes_the_report(tmp_path, monkeypatch):
     for block in diagnostics.values():
         assert block["anchor_map_video"]["n"] > 0 and block["anchor_map_text"]["n"] > 0
     assert (tmp_path / "demo" / "uncertainty.png").stat().st_size > 1000
+    manifest = json.loads((tmp_path / "demo" / "data" / "manifest.json").read_text())
+    oracle = manifest["domains"][0]["test_oracle"]["oracle_t2v_r1"]
+    assert f"{manifest['domains'][0]['name']} {oracle:.1f}" in report  # the ceiling beside the table
+    timings = summary["timings"]
+    for phase in ("synth", "pretrain", "train_baseline", "train_calm", "ood_eval", "diagnostics"):
+        assert timings[f"{phase}_s"] >= 0 and timings[f"{phase}_cpu_s"] >= 0
+    assert timings["total_s"] >= timings["train_calm_s"]
     json.dumps(summary, default=str)
