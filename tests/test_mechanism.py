@@ -202,17 +202,58 @@ def test_diagnostics_by_hand(tiny):
         p = model.anchor_matrix()
         sp = model.text_anchor_logits(emb.text, p).softmax(-1)
         vp = model.video_anchor_logits(emb.frames, emb.mask, p).softmax(-1)
-        out = model.vae(vp, sample=False)
+        at_mu = model.vae(vp, sample=False).probs
+        # the predictive by hand: 32 draws of z from the seed of the (single) chunk
+        mu, logvar = model.vae.encode(vp)
+        eps = torch.randn((32, *mu.shape), generator=torch.Generator().manual_seed(0))
+        predictive = model.vae.decoder(mu + (0.5 * logvar).exp() * eps).softmax(-1).mean(0)
     pairs = torch.as_tensor(emb.text_to_video)
-    rec = -(sp * out.probs[pairs].log()).sum(-1).mean()
-    assert block["rec_ce"] == pytest.approx(float(rec), rel=1e-4)
+
+    def ce(pred):
+        return float(-(sp * pred.log()).sum(-1).mean())
+
+    assert block["rec_ce"] == pytest.approx(ce(predictive[pairs]), rel=1e-4)
+    assert block["rec_ce_mu"] == pytest.approx(ce(at_mu[pairs]), rel=1e-4)
+    assert block["rec_ce"] != pytest.approx(block["rec_ce_mu"], rel=1e-6)
     assert block["rec_ce_marginal"] == pytest.approx(math.log(model.anchors.num_anchors), rel=1e-5)
+    assert block["rec_ce_split_marginal"] == pytest.approx(ce(sp.mean(0, keepdim=True)), rel=1e-5)
+    # the split's own mean S_p is the best constant: no better than it, the uniform marginal
+    assert block["rec_ce_split_marginal"] <= block["rec_ce_marginal"] + 1e-6
     entropy = -(sp * sp.log()).sum(-1).mean()
     assert block["entropy_sp"] == pytest.approx(float(entropy), rel=1e-4)
     agree = (vp[pairs].argmax(-1) == sp.argmax(-1)).float().mean() * 100
     assert block["top1_agreement"] == pytest.approx(float(agree))
-    model.anchors.start_epoch()
-    assert model.anchors.text_marginal() is None
+
+
+def test_the_training_marginal_spans_the_last_complete_epoch_and_the_current_one():
+    """A run that stops a few batches into an epoch still compares against a whole epoch's
+    marginal (restarting at every epoch alone left those few batches)."""
+    from calm.config.schema import AnchorConfig
+    from calm.model.anchors import build_anchors
+
+    bank = build_anchors(AnchorConfig(labels="coco"), lambda texts: torch.zeros(len(texts), 8), 8)
+    k = bank.num_anchors
+    assert bank.text_marginal() is None
+    first = torch.softmax(torch.randn(30, k, generator=torch.Generator().manual_seed(1)), -1)
+    bank.start_epoch()
+    bank.observe_text(first[:20])
+    bank.observe_text(first[20:])
+    torch.testing.assert_close(bank.text_marginal(), first.mean(0))
+    second = torch.softmax(torch.randn(4, k, generator=torch.Generator().manual_seed(2)), -1)
+    bank.start_epoch()  # epoch 1 is complete: it stays in the marginal while epoch 2 begins
+    torch.testing.assert_close(bank.text_marginal(), first.mean(0))
+    bank.observe_text(second)
+    torch.testing.assert_close(bank.text_marginal(), torch.cat([first, second]).mean(0))
+    bank.start_epoch()  # epoch 2 (4 rows) replaces epoch 1 as the last complete one
+    torch.testing.assert_close(bank.text_marginal(), second.mean(0))
+
+
+def test_a_checkpoint_without_the_last_epoch_marginal_still_loads(tiny):
+    model, cfg, _ = tiny
+    state = {k: v for k, v in model.state_dict().items() if "text_marginal_last" not in k}
+    clone = task_for(cfg).build_model(cfg.model)
+    clone.load_state_dict(state, strict=True)
+    assert float(clone.anchors.text_marginal_last_count) == 0
 
 
 def test_a_training_step_accumulates_the_text_marginal():

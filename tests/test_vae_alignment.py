@@ -172,6 +172,30 @@ def test_vae_shapes_and_output():
     torch.testing.assert_close(out.probs.sum(-1), torch.ones(4))
 
 
+def test_predictive_is_the_mean_generation_over_the_posterior():
+    """`predictive` averages the decoder's distribution over z ~ q(z | V_p): a distribution per
+    video, the same on every call, equal to decoding z = mu when the posterior has no spread,
+    and not equal to it when it has (the decoder is non-linear)."""
+    vae = _vae().eval()
+    probs = _probs()
+    with torch.no_grad():
+        pred = vae.predictive(probs, samples=64)
+        torch.testing.assert_close(pred.sum(-1), torch.ones(4))
+        torch.testing.assert_close(vae.predictive(probs, samples=64), pred)
+        at_mu = vae(probs, sample=False).probs
+        assert not torch.allclose(pred, at_mu, atol=1e-4)
+        # a collapsed spread (sigma ~ 1e-9): every draw is mu
+        last = vae.encoder[-1]
+        last.bias[vae.latent_dim:] = -40.0
+        last.weight[vae.latent_dim:] = 0.0
+        torch.testing.assert_close(vae.predictive(probs, samples=8), vae(probs, sample=False).probs)
+        # many draws: close to the average of independently sampled generations
+        torch.manual_seed(3)
+        last.bias[vae.latent_dim:] = 0.0
+        sampled = torch.stack([vae(probs, sample=True).probs for _ in range(4000)]).mean(0)
+        torch.testing.assert_close(vae.predictive(probs, samples=4000), sampled, atol=5e-3, rtol=0)
+
+
 def test_eval_mode_is_deterministic_mean():
     vae = _vae().eval()
     p = _probs()

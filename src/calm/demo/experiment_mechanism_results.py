@@ -17,7 +17,7 @@ from calm.demo.experiment_mechanism import (
     VIDEO_BASELINES,
     VIDEO_SCORES,
 )
-from calm.demo.run import DIAGNOSTIC_COLUMNS
+from calm.demo.run import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_LEGEND
 from calm.metrics.bootstrap import mean_std
 
 ANCHOR_MAPS = ("anchor_map_video", "anchor_map_text", "anchor_map_generated")
@@ -115,14 +115,7 @@ def anchors_markdown(summary: dict) -> list[str]:
     names = list(cells)
     lines = [
         f"## Mechanism on `{summary['trained_on']}` test (in-domain), mean ± std over seeds", "",
-        "rec_ce: the VAE's reconstruction cross-entropy of S_p at z = mu, to be read against "
-        "rec_ce_marginal (always predicting the training split's mean S_p) and rec_ce_uniform "
-        "(ln K); kl: KL(q(z|V_p) || N(0, I)); active_dims: latent dimensions whose mean varies "
-        "over videos; entropies in nats; top1_agreement: argmax V_p = argmax S_p on true pairs "
-        "(%). Anchor mAP (%): how well V_p (video), S_p (text) and the VAE's Ŝ_p (generated) "
-        "rank the anchors true of the clip / named by the caption. A cell without anchors is "
-        "measured with the anchor prompts encoded by its own text encoder (zero-shot: no e_k, no "
-        f"VAE). {DASH}: the cell has no such number.", "",
+        DIAGNOSTICS_LEGEND + f" {DASH}: the cell has no such number.", "",
         "| number | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
         "| seeds | " + " | ".join(str(len(cells[n]["seeds"])) for n in names) + " |",

@@ -124,10 +124,14 @@ class AnchorBank(nn.Module):
             )
         # where the rotating `step_subset` window starts next; saved, so a resumed run continues it
         self.register_buffer("cursor", torch.zeros((), dtype=torch.long))
-        # sum and count of S_p over the training pairs of the current epoch: the marginal that a
-        # decoder ignoring its input would predict (the `rec_ce_marginal` diagnostic)
+        # sum and count of S_p over the training pairs of the current epoch and of the last
+        # complete one: the marginal that a decoder ignoring its input would predict (the
+        # `rec_ce_marginal` diagnostic), over at least one whole epoch wherever training stops
         self.register_buffer("text_marginal_sum", torch.zeros(len(labels), dtype=torch.float64))
         self.register_buffer("text_marginal_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("text_marginal_last_sum",
+                             torch.zeros(len(labels), dtype=torch.float64))
+        self.register_buffer("text_marginal_last_count", torch.zeros((), dtype=torch.float64))
         self._cache: torch.Tensor | None = None
 
     @property
@@ -152,11 +156,21 @@ class AnchorBank(nn.Module):
         self._cache = None
 
     def start_epoch(self) -> None:
-        """Epoch start: the `epoch` policy re-encodes; the S_p marginal restarts."""
+        """Epoch start: the `epoch` policy re-encodes; the S_p marginal of the epoch that ended
+        becomes the last complete one and the current one restarts."""
         if self.refresh == "epoch":
             self.invalidate()
+        if float(self.text_marginal_count) > 0:
+            self.text_marginal_last_sum.copy_(self.text_marginal_sum)
+            self.text_marginal_last_count.copy_(self.text_marginal_count)
         self.text_marginal_sum.zero_()
         self.text_marginal_count.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the last-epoch marginal existed load with it empty
+        for name in ("text_marginal_last_sum", "text_marginal_last_count"):
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @contextmanager
     def fresh_encodings(self):
@@ -185,10 +199,13 @@ class AnchorBank(nn.Module):
         self.text_marginal_count += text_probs.shape[0]
 
     def text_marginal(self) -> torch.Tensor | None:
-        """Mean S_p over the training pairs seen this epoch, or None before any."""
-        if float(self.text_marginal_count) == 0:
+        """Mean S_p over the training pairs of the last complete epoch and of the current one,
+        or None before any. Restarting at every epoch alone left a mid-epoch evaluation (the
+        last step of a run) with a few batches: a noisy marginal that looked worse than ln K."""
+        count = float(self.text_marginal_count + self.text_marginal_last_count)
+        if count == 0:
             return None
-        return (self.text_marginal_sum / self.text_marginal_count).float()
+        return ((self.text_marginal_sum + self.text_marginal_last_sum) / count).float()
 
     # ---- P ---------------------------------------------------------------------------------------
     def _encode_all(self, encode_text) -> torch.Tensor:

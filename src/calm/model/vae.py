@@ -2,7 +2,8 @@
 
 q(z | V_p) = N(mu, sigma^2) in d dimensions; the decoder maps z to logits over the K anchors.
 It models the one-to-many relation between a video and the captions that may describe it: sigma
-is the per-video uncertainty. At evaluation z = mu.
+is the per-video uncertainty. What it generates for a video is the predictive distribution
+E_z[S_p-hat(z)] (`predictive`); `forward` in eval mode decodes z = mu, the posterior's centre.
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ class CrossModalVAE(nn.Module):
         sample = self.training if sample is None else sample
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
         return VAEOutput(mu, logvar, z, self.decoder(z))
+
+    def predictive(self, video_probs: torch.Tensor, samples: int = 32, seed: int = 0) -> torch.Tensor:
+        """What the VAE generates for a video: E_{z ~ q(z | V_p)}[S_p-hat(z)], [N, K], estimated
+        with `samples` draws of z from a fixed seed (the same numbers on every call).
+
+        The decoder is trained on sampled z, so this is the distribution it learned to produce.
+        Decoding z = mu alone is not: measured on the synthetic benchmark, the paper's setting
+        reconstructs S_p at 3.09 nats with the predictive and 3.50 at z = mu, worse than always
+        predicting the training marginal (3.25) (docs/method.md, "Reading the VAE").
+        """
+        mu, logvar = self.encode(video_probs)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        eps = torch.randn((samples, *mu.shape), generator=generator).to(mu)
+        z = mu + (0.5 * logvar).exp() * eps
+        return self.decoder(z).softmax(dim=-1).mean(dim=0)
 
 
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

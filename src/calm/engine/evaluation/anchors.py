@@ -2,11 +2,17 @@
 and (on the synthetic benchmark, where the truth is known) do they rank the right anchors?
 
 All numbers come from the split's cached embeddings and fresh anchors (`fresh_anchors`):
-- `rec_ce`: mean over true pairs of -sum_k S_p(text, k) log S_p-hat(video, k), the VAE's
-  reconstruction loss at z = mu. Its floor is the mean entropy of S_p (`entropy_sp`).
+- `rec_ce`: mean over true pairs of -sum_k S_p(text, k) log S_p-hat(video, k), with S_p-hat the
+  VAE's predictive distribution E_z[S_p-hat(z)] over z ~ q(z | V_p) (`CrossModalVAE.predictive`,
+  32 draws of a fixed seed): the reconstruction loss of what the VAE generates. Its floor is the
+  mean entropy of S_p (`entropy_sp`). `rec_ce_mu`: the same at z = mu alone, which the decoder,
+  trained on sampled z, never saw (it can sit above the marginal while the predictive is below).
 - `rec_ce_uniform` = ln K: what a decoder predicting the uniform distribution scores;
   `rec_ce_marginal`: what always predicting the training split's mean S_p scores (the best a
-  decoder that ignores z can do). A VAE that learns from V_p goes below both.
+  decoder that ignores z can do), over the last complete training epoch and the current one;
+  `rec_ce_split_marginal`: always predicting this split's own mean S_p, the best any constant
+  can score here (a bar no decoder that ignores z can pass). A VAE that learns from V_p goes
+  below all three.
 - `kl`: mean KL(q(z | V_p) || N(0, I)); `active_dims`: latent dimensions whose posterior mean
   varies across the split's videos (variance > 0.01), the usual posterior-collapse count.
 - `entropy_vp`, `entropy_sp` (nats), `top1_agreement`: argmax V_p = argmax S_p on true pairs (%).
@@ -32,6 +38,7 @@ from calm.model.anchors import build_anchors
 from calm.model.vae import kl_to_standard_normal
 
 ACTIVE_VARIANCE = 0.01
+PREDICTIVE_SAMPLES = 32  # draws of z per video for the VAE's predictive distribution
 
 
 @contextmanager
@@ -49,10 +56,11 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def anchor_distributions(model, emb: SplitEmbeddings, device, chunk: int = 256) -> dict:
-    """V_p per video, S_p per text, and the VAE's S_p-hat, mu and logvar per video (z = mu)."""
+    """V_p per video, S_p per text, and per video the VAE's predictive S_p-hat (`s_hat`), its
+    decoding at z = mu (`s_hat_mu`), mu and logvar."""
     model.eval()
     anchors = model.anchor_matrix()
-    vp, sp, s_hat, mu, logvar = [], [], [], [], []
+    vp, sp, s_hat, s_hat_mu, mu, logvar = [], [], [], [], [], []
     for i in range(0, emb.frames.shape[0], chunk):
         frames = emb.frames[i : i + chunk].to(device)
         mask = emb.mask[i : i + chunk].to(device)
@@ -60,7 +68,9 @@ def anchor_distributions(model, emb: SplitEmbeddings, device, chunk: int = 256) 
         vp.append(logits.softmax(-1).cpu())
         if model.vae is not None:
             out = model.vae(logits.softmax(-1), sample=False)
-            s_hat.append(out.probs.float().cpu())
+            s_hat_mu.append(out.probs.float().cpu())
+            s_hat.append(model.vae.predictive(logits.softmax(-1), PREDICTIVE_SAMPLES,
+                                              seed=i).float().cpu())
             mu.append(out.mu.float().cpu())
             logvar.append(out.logvar.float().cpu())
     for i in range(0, emb.text.shape[0], 4 * chunk):
@@ -68,7 +78,8 @@ def anchor_distributions(model, emb: SplitEmbeddings, device, chunk: int = 256) 
         sp.append(model.text_anchor_logits(text, anchors).float().softmax(-1).cpu())
     result = {"vp": torch.cat(vp), "sp": torch.cat(sp)}
     if model.vae is not None:
-        result.update(s_hat=torch.cat(s_hat), mu=torch.cat(mu), logvar=torch.cat(logvar))
+        result.update(s_hat=torch.cat(s_hat), s_hat_mu=torch.cat(s_hat_mu), mu=torch.cat(mu),
+                      logvar=torch.cat(logvar))
     return result
 
 
@@ -89,13 +100,16 @@ def anchor_diagnostics(model, emb: SplitEmbeddings, device,
         "entropy_vp": float(_entropy(d["vp"]).mean()),
         "entropy_sp": float(_entropy(sp).mean()),
         "top1_agreement": float(100.0 * (vp_pairs.argmax(-1) == sp.argmax(-1)).float().mean()),
-        "rec_ce": None, "rec_ce_marginal": None, "kl": None, "active_dims": None,
+        "rec_ce": None, "rec_ce_mu": None, "rec_ce_marginal": None,
+        "rec_ce_split_marginal": _cross_entropy(sp, sp.mean(dim=0, keepdim=True)),
+        "kl": None, "active_dims": None,
     }
     marginal = model.anchors.text_marginal()
     if marginal is not None:
         out["rec_ce_marginal"] = _cross_entropy(sp, marginal.cpu()[None, :])
     if model.vae is not None:
         out["rec_ce"] = _cross_entropy(sp, d["s_hat"][pairs])
+        out["rec_ce_mu"] = _cross_entropy(sp, d["s_hat_mu"][pairs])
         out["kl"] = float(kl_to_standard_normal(d["mu"], d["logvar"]).mean())
         out["active_dims"] = int((d["mu"].var(dim=0) > ACTIVE_VARIANCE).sum())
         out["latent_dim"] = int(d["mu"].shape[1])
