@@ -203,9 +203,9 @@ def test_diagnostics_by_hand(tiny):
         sp = model.text_anchor_logits(emb.text, p).softmax(-1)
         vp = model.video_anchor_logits(emb.frames, emb.mask, p).softmax(-1)
         at_mu = model.vae(vp, sample=False).probs
-        # the predictive by hand: 32 draws of z from the seed of the (single) chunk
+        # the predictive by hand: 32 draws of z, the same standard-normal draws for every video
         mu, logvar = model.vae.encode(vp)
-        eps = torch.randn((32, *mu.shape), generator=torch.Generator().manual_seed(0))
+        eps = torch.randn((32, 1, mu.shape[-1]), generator=torch.Generator().manual_seed(0))
         predictive = model.vae.decoder(mu + (0.5 * logvar).exp() * eps).softmax(-1).mean(0)
     pairs = torch.as_tensor(emb.text_to_video)
 

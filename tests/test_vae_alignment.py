@@ -182,6 +182,10 @@ def test_predictive_is_the_mean_generation_over_the_posterior():
         pred = vae.predictive(probs, samples=64)
         torch.testing.assert_close(pred.sum(-1), torch.ones(4))
         torch.testing.assert_close(vae.predictive(probs, samples=64), pred)
+        # a video's generation is its own: the same alone, in another order, in another batch
+        torch.testing.assert_close(vae.predictive(probs[2:3], samples=64), pred[2:3])
+        order = torch.tensor([3, 0, 2, 1])
+        torch.testing.assert_close(vae.predictive(probs[order], samples=64), pred[order])
         at_mu = vae(probs, sample=False).probs
         assert not torch.allclose(pred, at_mu, atol=1e-4)
         # a collapsed spread (sigma ~ 1e-9): every draw is mu

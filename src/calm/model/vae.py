@@ -62,7 +62,9 @@ class CrossModalVAE(nn.Module):
 
     def predictive(self, video_probs: torch.Tensor, samples: int = 32, seed: int = 0) -> torch.Tensor:
         """What the VAE generates for a video: E_{z ~ q(z | V_p)}[S_p-hat(z)], [N, K], estimated
-        with `samples` draws of z from a fixed seed (the same numbers on every call).
+        with `samples` draws of z. The standard-normal draws come from a fixed seed and are the
+        same for every row, so a video's generation depends on that video alone: not on the
+        batch it is in or its position there, and not on the call.
 
         The decoder is trained on sampled z, so this is the distribution it learned to produce.
         Decoding z = mu alone is not: measured on the synthetic benchmark, the paper's setting
@@ -71,7 +73,7 @@ class CrossModalVAE(nn.Module):
         """
         mu, logvar = self.encode(video_probs)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        eps = torch.randn((samples, *mu.shape), generator=generator).to(mu)
+        eps = torch.randn((samples, 1, mu.shape[-1]), generator=generator).to(mu)
         z = mu + (0.5 * logvar).exp() * eps
         return self.decoder(z).softmax(dim=-1).mean(dim=0)
 
