@@ -150,7 +150,10 @@ def _manual_agreement(model, text, frames, mask):
     with torch.no_grad():
         anchors = model.anchor_matrix()
         v = model.video_anchor_logits(frames, mask, anchors).softmax(-1)
-        generated = model.vae.decoder(model.vae.encode(v)[0]).softmax(-1)  # z = mu
+        # the predictive: the decoder averaged over 32 shared draws of z ~ q(z | V_p)
+        mu, logvar = model.vae.encode(v)
+        eps = torch.randn((32, 1, mu.shape[-1]), generator=torch.Generator().manual_seed(0))
+        generated = model.vae.decoder(mu + (0.5 * logvar).exp() * eps).softmax(-1).mean(0)
         s = model.text_anchor_logits(text, anchors).softmax(-1)
     return s.sqrt() @ generated.sqrt().t()  # Bhattacharyya coefficient
 

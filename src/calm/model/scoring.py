@@ -13,26 +13,28 @@ from calm.config.schema import ScoreConfig
 from calm.model.retrieval import CALM
 
 
-def _vae_per_video(model: CALM, frames, mask, chunk: int, field: str) -> torch.Tensor:
-    """One attribute of the VAE's output (z = mu) for every video, computed in chunks."""
+def _vae_per_video(model: CALM, frames, mask, chunk: int, of_vp) -> torch.Tensor:
+    """`of_vp(V_p)` (a per-video quantity of the VAE) for every video, computed in chunks."""
     anchors = model.anchor_matrix()
     out = []
     for i in range(0, frames.shape[0], chunk):
         logits = model.video_anchor_logits(frames[i : i + chunk], _sl(mask, i, chunk), anchors)
-        out.append(getattr(model.vae(logits.softmax(-1), sample=False), field).float())
+        out.append(of_vp(logits.softmax(-1)).float())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def video_anchor_probs(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
-    """S_p-hat for each video (z = mu), [N_v, K]."""
-    return _vae_per_video(model, frames, mask, chunk, "probs")
+    """S_p-hat for each video, [N_v, K]: the VAE's predictive distribution over z, which depends
+    on that video alone (`CrossModalVAE.predictive`)."""
+    return _vae_per_video(model, frames, mask, chunk, model.vae.predictive)
 
 
 @torch.no_grad()
 def video_uncertainty(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
     """Mean VAE sigma per video: how many different captions the model expects could fit it."""
-    return _vae_per_video(model, frames, mask, chunk, "uncertainty")
+    return _vae_per_video(model, frames, mask, chunk,
+                          lambda vp: model.vae(vp, sample=False).uncertainty)
 
 
 @torch.no_grad()
