@@ -256,17 +256,21 @@ def test_shipped_variant_grids_parse_to_the_configs_they_describe():
         return {c.name: run_config(grid, c, 0, Path("d"), PLACEHOLDER_DOMAIN, Path("c"), 3)
                 for c in cells}
 
-    paths = configs("gradient_paths")
-    assert list(paths) == ["paper", "step_anchors", "live_text", "fused_video"]
+    paths = configs("mechanism")
+    assert list(paths) == ["paper", "vae_rate", "step_anchors", "live_text", "fused_video"]
     assert {c.model.alignment.name for c in paths.values()} == {"vae"}
     assert (paths["paper"].model.anchors.refresh, paths["paper"].model.alignment.detach_target,
             paths["paper"].model.anchors.video_source) == ("epoch", True, "frame_mean")
+    # the paper's VAE trains at the new modules' rate and decay; the demo's default does not
+    assert (paths["paper"].train.vae_lr, paths["paper"].train.vae_weight_decay) == (None, None)
+    assert (paths["vae_rate"].train.vae_lr, paths["vae_rate"].train.vae_weight_decay) == (0.01, 0.0)
     assert (paths["step_anchors"].model.anchors.refresh,
             paths["step_anchors"].model.anchors.step_subset) == ("step", 16)
     assert paths["live_text"].model.alignment.detach_target is False
     assert paths["fused_video"].model.anchors.video_source == "fused"
 
     learning = configs("vae_learning")
+    assert all(c.train.vae_lr is None for c in learning.values())
     assert list(learning) == ["paper", "text_scale_10", "scale_learned", "kl_warmup", "free_bits"]
     assert learning["text_scale_10"].model.anchors.text_scale == 10.0
     assert learning["scale_learned"].model.anchors.learn_scale is True
