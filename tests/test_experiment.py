@@ -51,6 +51,15 @@ def test_bootstrap_interval_of_no_gain_worked_out_by_hand():
     assert res["excludes_zero"] is False
 
 
+def test_a_bound_that_is_zero_up_to_float_rounding_does_not_exclude_zero():
+    # hits of 0.3, 0, 0 against 0, 0.1, 0.2 over three seeds: the mean difference is 0, but the
+    # float sum gives -9e-18, which once flagged an interval [-5.0, -0.0] as excluding 0
+    out = paired_bootstrap([[0.3], [0.0], [0.0]], [[0.0], [0.1], [0.2]], n_resamples=50)
+    assert out["high"] < 0 and out["high"] == pytest.approx(0.0, abs=1e-15)
+    assert not out["excludes_zero"]
+    assert paired_bootstrap([[0.3], [0.0]], [[0.0], [0.1]], n_resamples=50)["excludes_zero"]
+
+
 def test_bootstrap_pools_seeds_per_query_with_one_draw_shared_by_all_seeds():
     # two seeds, two queries. Seed-averaged differences per query: q0 = (1 + 0) / 2 = 0.5,
     # q1 = (0 - 1) / 2 = -0.5, so resample means are -0.5, 0, 0.5 with probability 1/4, 1/2, 1/4.

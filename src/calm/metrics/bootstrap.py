@@ -41,6 +41,9 @@ def mean_std(values: Any) -> dict[str, Any]:
     return {"mean": float(np.mean(v)), "std": std, "n": int(v.size), "values": v.tolist()}
 
 
+_ZERO_TOLERANCE = 1e-9  # relative to the largest per-query difference
+
+
 def _per_query_differences(scores: Any, reference: Any) -> np.ndarray:
     a = np.asarray(scores, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
@@ -70,7 +73,8 @@ def paired_bootstrap(
 
     Returns ``{"diff", "low", "high", "excludes_zero", "confidence", "n_queries", "n_seeds",
     "n_resamples", "seed"}``. ``excludes_zero`` is true when the whole interval lies on one side
-    of 0 (``low > 0`` or ``high < 0``): the difference is larger than the test set's noise.
+    of 0 (``low > 0`` or ``high < 0``, up to float rounding): the difference is larger than the
+    test set's noise.
     """
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int | np.integer):
         raise TypeError(f"n_resamples must be an int, got {n_resamples!r}")
@@ -90,11 +94,14 @@ def paired_bootstrap(
         replicates[start:stop] = d[idx].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
+    # an interval bound that is 0 in exact arithmetic can come out as -1e-17 from float sums
+    # (hits averaged over seeds): such a bound touches 0, it does not exclude it
+    zero = _ZERO_TOLERANCE * max(1.0, float(np.abs(d).max()))
     return {
         "diff": float(d.mean()),
         "low": float(low),
         "high": float(high),
-        "excludes_zero": bool(low > 0 or high < 0),
+        "excludes_zero": bool(low > zero or high < -zero),
         "confidence": float(confidence),
         "n_queries": int(n),
         "n_seeds": n_seeds,
