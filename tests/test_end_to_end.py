@@ -115,6 +115,21 @@ def test_selection_never_reads_the_test_split_before_the_end(tmp_path, monkeypat
     assert [r["kind"] for r in records if r["kind"] != "train"] == ["val", "val", "test"]
 
 
+def test_a_fresh_run_into_a_used_folder_starts_a_new_log(tmp_path):
+    from calm.config import ExperimentConfig, from_dict
+    from calm.engine.train import train
+    from tests.engine_fixtures import tiny_config, write_tiny_msrvtt
+
+    ann, vid = write_tiny_msrvtt(tmp_path)
+    cfg = from_dict(ExperimentConfig, tiny_config(ann, vid, epochs=1))
+    train(cfg, tmp_path / "run", progress=False)
+    first = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    train(cfg, tmp_path / "run", progress=False)
+    again = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(again) == len(first)
+    assert [json.loads(x)["kind"] for x in again].count("test") == 1
+
+
 def test_config_errors_name_the_key(tmp_path):
     (tmp_path / "bad.yaml").write_text("train:\n  lr: 1e-5\n  bogus: 3\n")
     proc = subprocess.run([sys.executable, "-m", "calm", "train", "--config",

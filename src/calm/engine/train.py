@@ -107,6 +107,10 @@ def train(
         state = restore(saved, model, optimizer, scheduler, scaler, env.rank)
         if env.is_main:
             truncate_log(run_dir / "metrics.jsonl", state.step)
+    elif env.is_main:
+        # a fresh run into a folder used before (`make demo` twice) starts a new log: appending
+        # would put two runs into one metrics.jsonl and one set of training curves
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     log = RunLog(run_dir) if env.is_main else NullLog()
 
