@@ -15,6 +15,8 @@ from torch import nn
 
 from calm.config.schema import VAEConfig
 
+PREDICTIVE_SAMPLES = 32  # draws of z behind the predictive distribution (`predictive`)
+
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -60,7 +62,8 @@ class CrossModalVAE(nn.Module):
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
         return VAEOutput(mu, logvar, z, self.decoder(z))
 
-    def predictive(self, video_probs: torch.Tensor, samples: int = 32, seed: int = 0) -> torch.Tensor:
+    def predictive(self, video_probs: torch.Tensor, samples: int = PREDICTIVE_SAMPLES,
+                   seed: int = 0) -> torch.Tensor:
         """What the VAE generates for a video: E_{z ~ q(z | V_p)}[S_p-hat(z)], [N, K], estimated
         with `samples` draws of z. The standard-normal draws come from a fixed seed and are the
         same for every row, so a video's generation depends on that video alone: not on the
@@ -71,7 +74,11 @@ class CrossModalVAE(nn.Module):
         reconstructs S_p at 3.09 nats with the predictive and 3.50 at z = mu, worse than always
         predicting the training marginal (3.25) (docs/method.md, "Reading the VAE").
         """
-        mu, logvar = self.encode(video_probs)
+        return self.predictive_from(*self.encode(video_probs), samples=samples, seed=seed)
+
+    def predictive_from(self, mu: torch.Tensor, logvar: torch.Tensor,
+                        samples: int = PREDICTIVE_SAMPLES, seed: int = 0) -> torch.Tensor:
+        """`predictive` for a posterior already encoded (mu, logvar [N, d])."""
         generator = torch.Generator(device="cpu").manual_seed(seed)
         eps = torch.randn((samples, 1, mu.shape[-1]), generator=generator).to(mu)
         z = mu + (0.5 * logvar).exp() * eps

@@ -38,7 +38,6 @@ from calm.model.anchors import build_anchors
 from calm.model.vae import kl_to_standard_normal
 
 ACTIVE_VARIANCE = 0.01
-PREDICTIVE_SAMPLES = 32  # draws of z per video for the VAE's predictive distribution
 
 
 @contextmanager
@@ -64,12 +63,12 @@ def anchor_distributions(model, emb: SplitEmbeddings, device, chunk: int = 256) 
     for i in range(0, emb.frames.shape[0], chunk):
         frames = emb.frames[i : i + chunk].to(device)
         mask = emb.mask[i : i + chunk].to(device)
-        logits = model.video_anchor_logits(frames, mask, anchors).float()
-        vp.append(logits.softmax(-1).cpu())
+        probs = model.video_anchor_logits(frames, mask, anchors).float().softmax(-1)
+        vp.append(probs.cpu())
         if model.vae is not None:
-            out = model.vae(logits.softmax(-1), sample=False)
+            out = model.vae(probs, sample=False)
             s_hat_mu.append(out.probs.float().cpu())
-            s_hat.append(model.vae.predictive(logits.softmax(-1), PREDICTIVE_SAMPLES).float().cpu())
+            s_hat.append(model.vae.predictive_from(out.mu, out.logvar).float().cpu())
             mu.append(out.mu.float().cpu())
             logvar.append(out.logvar.float().cpu())
     for i in range(0, emb.text.shape[0], 4 * chunk):
