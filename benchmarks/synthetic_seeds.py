@@ -14,7 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
-from calm.demo.run import DemoConfig, run_demo
+from calm.demo.run import run_demo
+from calm.experiments.recipe import Recipe
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     data = Path(args.data) if args.data else out / "data"
     table: dict[str, dict[str, list[float]]] = {}
     for seed in args.seeds:
-        demo = DemoConfig(seed=seed)
+        demo = Recipe(seed=seed)
         if args.steps:
             demo.steps = args.steps
         summary = run_demo(out / f"seed{seed}", demo, progress=False, data_root=data)

@@ -7,15 +7,16 @@ import json
 
 import pytest
 
-from calm.demo.pretrain import PretrainConfig
-from calm.demo.run import DemoConfig, run_demo
+from calm.demo.run import run_demo
+from calm.experiments.recipe import Recipe
+from calm.toy_clip.pretrain import PretrainConfig
 
 pytestmark = pytest.mark.slow
 
 
 def test_tiny_demo_writes_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    demo = DemoConfig(scale="tiny", steps=4, batch_size=4, num_frames=4, evaluations=2,
+    demo = Recipe(scale="tiny", steps=4, batch_size=4, num_frames=4, evaluations=2,
                       num_workers=0,
                       pretrain=PretrainConfig(model="calm-micro", steps=2, batch_size=16,
                                               scale="tiny", eval_pairs=32))

@@ -128,7 +128,7 @@ def test_interval_contains_the_point_estimate(data, seed):
 
 
 def _grid(tmp_path, **sections):
-    from calm.demo.grid import load_grid
+    from calm.experiments.grid import load_grid
 
     data = {"base": {"scale": "tiny"}, "seeds": [0, 1],
             "grid": {"model.alignment.name": ["none", "kl"]}, **sections}
@@ -138,7 +138,7 @@ def _grid(tmp_path, **sections):
 
 
 def test_shipped_grids_parse():
-    from calm.demo.grid import load_grid
+    from calm.experiments.grid import load_grid
 
     full = load_grid(ALIGNMENT)
     assert [c.name for c in full.cells()] == ["none", "vae", "kl", "ce", "mse"]
@@ -157,7 +157,7 @@ def test_extra_axes_name_cells_and_match_references(tmp_path):
     kl_step = grid.cells()[3]
     assert grid.reference(kl_step).name == "none+refresh=step"
     assert grid.reference(grid.cells()[0]) is None
-    from calm.demo.grid import run_config
+    from calm.experiments.grid import run_config
 
     cfg = run_config(grid, kl_step, 1, Path("d"), {"loader": "msrvtt", "annotations": "a",
                                                    "videos": "v"}, Path("clip"), 3)
@@ -166,12 +166,12 @@ def test_extra_axes_name_cells_and_match_references(tmp_path):
 
 
 def test_a_run_is_configured_exactly_as_the_demo_configures_it(tmp_path):
-    from calm.demo.grid import run_config
-    from calm.demo.run import DemoConfig, experiment_config
+    from calm.experiments.grid import run_config
+    from calm.experiments.recipe import Recipe, experiment_config
 
     grid = _grid(tmp_path)
     domain = {"loader": "msrvtt", "annotations": "a", "videos": "v"}
-    demo = experiment_config(DemoConfig(scale="tiny", seed=1), Path("d"), domain, Path("c"), "kl",
+    demo = experiment_config(Recipe(scale="tiny", seed=1), Path("d"), domain, Path("c"), "kl",
                              7)
     assert run_config(grid, grid.cells()[1], 1, Path("d"), domain, Path("c"), 7) == demo
 
@@ -206,7 +206,7 @@ PLACEHOLDER_DOMAIN = {"loader": "msrvtt", "annotations": "a", "videos": "v"}
 def _variants(tmp_path, text: str | None = None, **sections):
     """A variants grid from sections (or the file's text verbatim), read as `calm experiment`
     reads it."""
-    from calm.demo.grid import load_grid
+    from calm.experiments.grid import load_grid
 
     data = {"base": {"scale": "tiny"}, "seeds": [0, 1], "set": {"model.alignment.name": "vae"},
             "variants": {"paper": {}, "live": {"model.alignment.detach_target": False}},
@@ -217,7 +217,7 @@ def _variants(tmp_path, text: str | None = None, **sections):
 
 
 def test_variants_are_named_cells_set_on_top_of_set(tmp_path):
-    from calm.demo.grid import parse_grid, run_config
+    from calm.experiments.grid import parse_grid, run_config
 
     grid = _variants(tmp_path, set={"model.alignment.name": "vae", "model.alignment.weight": 0.5},
                      variants={"paper": None,
@@ -254,7 +254,7 @@ def test_a_reference_in_a_grid_file_replaces_the_none_of_the_same_row(tmp_path):
 
 
 def test_shipped_variant_grids_parse_to_the_configs_they_describe():
-    from calm.demo.grid import load_grid, run_config
+    from calm.experiments.grid import load_grid, run_config
 
     def configs(name):
         grid = load_grid(EXPERIMENTS / f"{name}.yaml")
@@ -365,7 +365,7 @@ def _fake_uncertainty(sigma: float, vp_entropy: float, margin: float, random: fl
 
 
 def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path):
-    from calm.demo.experiment_results import markdown, summarize
+    from calm.experiments.results import markdown, summarize
 
     # reference `b` (not the first variant): a = b + 3 hits of 4 queries, c = b exactly
     grid = _variants(tmp_path, seeds=[0], reference="b", bootstrap={"resamples": 10_000},
@@ -392,7 +392,7 @@ def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path
 
 
 def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
-    from calm.demo.experiment_results import markdown, summarize
+    from calm.experiments.results import markdown, summarize
 
     grid = _variants(tmp_path, set={}, variants={"none": {"model.alignment.name": "none"},
                                                  "vae": {"model.alignment.name": "vae"}})
@@ -572,9 +572,9 @@ def test_each_run_carries_its_in_domain_mechanism_numbers(finished):
 @pytest.mark.slow
 def test_runs_finished_before_the_mechanism_blocks_are_completed_without_training(
         finished, tmp_path, monkeypatch):
-    import calm.demo.experiment as experiment
-    import calm.demo.experiment_mechanism as mechanism
-    from calm.demo.grid import load_grid
+    import calm.experiments.mechanism as mechanism
+    import calm.experiments.runs as experiment
+    from calm.experiments.grid import load_grid
 
     src, data = finished
     out = tmp_path / "exp"
@@ -636,8 +636,8 @@ def test_runs_finished_before_the_mechanism_blocks_are_completed_without_trainin
 
 @pytest.mark.slow
 def test_a_variants_file_of_the_same_cells_reuses_the_grid_files_runs(finished, tmp_path):
-    from calm.demo.experiment import run_experiment
-    from calm.demo.grid import parse_grid
+    from calm.experiments.grid import parse_grid
+    from calm.experiments.runs import run_experiment
 
     src, data = finished
     out = tmp_path / "exp"
@@ -661,9 +661,9 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_finished_runs_are_never_rerun_and_stopped_ones_resume(finished, tmp_path, monkeypatch):
-    import calm.demo.experiment as experiment
-    from calm.demo.grid import load_grid
+    import calm.experiments.runs as experiment
     from calm.engine.runlog import RunLog
+    from calm.experiments.grid import load_grid
 
     src, data = finished
     out = tmp_path / "exp"
@@ -739,8 +739,8 @@ def test_finished_runs_are_never_rerun_and_stopped_ones_resume(finished, tmp_pat
 
 @pytest.mark.slow
 def test_a_changed_recipe_is_an_error_naming_the_run(finished, tmp_path):
-    from calm.demo.experiment import run_experiment
-    from calm.demo.grid import parse_grid
+    from calm.experiments.grid import parse_grid
+    from calm.experiments.runs import run_experiment
 
     out, data = finished
     changed = yaml.safe_load(TINY.read_text())

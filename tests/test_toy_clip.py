@@ -19,7 +19,7 @@ from calm.data.synthetic.pretrain_pairs import (
     group_theme,
     pretrain_pair,
 )
-from calm.demo.pretrain import PretrainConfig, cache_key, pretrain_clip, pretrained_clip
+from calm.toy_clip.pretrain import PretrainConfig, cache_key, pretrain_clip, pretrained_clip
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.data.errors import VideoDecodeError
     from calm.data.video import FrameSampler, FrameSpec
     from calm.engine.checkpoint import load_model

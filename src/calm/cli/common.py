@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 
+class UserError(Exception):
+    """An error in what the user asked for; printed without a traceback."""
+
+
 def add_set_arg(p, help: str = "override a config key (repeatable), e.g. --set train.lr=1e-5"):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=help)

@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run baseline vs CALM end to end on the synthetic benchmark")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--scale", default="default", choices=["tiny", "small", "default"])
+    p.add_argument("--scale", default=None, choices=["tiny", "small", "default"],
+                   help="benchmark scale (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated benchmark")
     p.add_argument("--data", default=None, help="benchmark folder (default: OUT/data; reused if it fits)")
@@ -19,9 +20,12 @@ def register(sub) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from calm.demo.run import DemoConfig, run_demo
+    from calm.demo.run import run_demo
+    from calm.experiments.recipe import Recipe
 
-    demo = DemoConfig(scale=args.scale, seed=args.seed, data_seed=args.data_seed)
+    demo = Recipe(seed=args.seed, data_seed=args.data_seed)
+    if args.scale:
+        demo.scale = args.scale
     if args.steps:
         demo.steps = args.steps
     if args.pretrain_steps:

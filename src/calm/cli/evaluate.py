@@ -50,7 +50,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 
     if args.figure and not args.uncertainty:

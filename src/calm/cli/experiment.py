@@ -22,9 +22,9 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from calm.demo.experiment import run_experiment
-    from calm.demo.experiment_results import write_results
-    from calm.demo.grid import load_grid
+    from calm.experiments.grid import load_grid
+    from calm.experiments.results import write_results
+    from calm.experiments.runs import run_experiment
 
     grid = load_grid(args.config)
     command = shlex.join(["calm", "experiment", "--config", args.config, "--out", args.out]

@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from calm.api import load
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.search.build import build_index
 
     if args.workers < 0:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from calm.cli.common import UserError
 from calm.config.errors import ConfigError
 from calm.data.errors import DataError
 from calm.model.errors import CheckpointError
@@ -32,10 +33,6 @@ COMMAND_MODULES = [
     "calm.cli.search",
     "calm.cli.serve",
 ]
-
-
-class UserError(Exception):
-    """An error in what the user asked for; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

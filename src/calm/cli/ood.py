@@ -30,7 +30,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.engine.evaluation.ood import Target, ood_matrix, synthetic_targets
     from calm.reports.ood import write_ood
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import asdict, replace
 
 
 def register(sub) -> None:
-    from calm.demo.pretrain import SOURCES, PretrainConfig
+    from calm.experiments.recipe import Recipe
+    from calm.toy_clip.pretrain import SOURCES
 
-    defaults = {f.name: f.default for f in fields(PretrainConfig)}
+    defaults = asdict(Recipe().pretrain)  # the synthetic recipe's toy CLIP
     p = sub.add_parser("pretrain-clip", help="train (or reuse) a small CLIP on synthetic image-captions")
     p.add_argument("--data", required=True,
                    help="a `calm synth` output folder (its pretrain/ pairs are held out for evaluation)")
@@ -30,15 +31,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.cli.main import UserError
-    from calm.demo.pretrain import PretrainConfig, pretrain_clip, pretrained_clip
+    from calm.cli.common import UserError
+    from calm.experiments.recipe import Recipe
+    from calm.toy_clip.pretrain import pretrain_clip, pretrained_clip
 
     for name in ("steps", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.workers < 0 or args.eval_pairs < 0:
         raise UserError("--workers and --eval-pairs must be >= 0")
-    cfg = PretrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size,
+    cfg = replace(Recipe().pretrain, model=args.model, steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, source=args.source, workers=args.workers,
                          eval_pairs=args.eval_pairs)
     if args.out:

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.search.searcher import DEFAULT_SHORTLIST, MAX_K, Searcher, format_results
 
     if not 1 <= args.k <= MAX_K:

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
 
     try:
         from calm.search.server import serve

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.cli.main import UserError
+    from calm.cli.common import UserError
     from calm.data.synthetic import generate
 
     if args.seed < 0:

@@ -120,20 +120,40 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_key(data: dict, key: str | list[str], value: Any, source: str | None = None) -> dict:
+    """data['a']['b'] = value for the dotted key 'a.b', creating missing sections; what the key
+    names is validated when the dataclass is built (an unknown key is an error there)."""
+    path = key.split(".") if isinstance(key, str) else list(key)
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source or '.'.join(path)}: {part!r} is not a config section")
+        node = child
+    node[path[-1]] = value
+    return data
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Sets dotted keys in a nested mapping; validation happens when the dataclass is built."""
+    """Sets `key=value` overrides (dotted keys) in a nested mapping."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(data, path, value, source=f"override {text!r}")
     return data
+
+
+def merged(defaults: dict, changes: dict) -> dict:
+    """`defaults` with `changes` on top, section by section (a nested mapping merges, any other
+    value replaces); neither input is modified."""
+    out = dict(defaults)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -9,86 +9,30 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from calm.config import ExperimentConfig, from_dict
-from calm.data.synthetic.ambiguity import synthetic_metadata_path
+from calm.clock import Phase
+from calm.config import ExperimentConfig
 from calm.data.video import FrameSampler
-from calm.demo.benchmark import prepare_benchmark, training_videos
-from calm.demo.clock import Phase
-from calm.demo.pretrain import PretrainConfig, pretrained_clip
 from calm.engine.checkpoint import load_model
-from calm.engine.evaluation.anchors import (
-    anchor_diagnostics,
-    fresh_anchors,
-    zero_shot_anchor_diagnostics,
-)
 from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 from calm.engine.evaluation.ood import ood_matrix, synthetic_targets
-from calm.engine.evaluation.retrieval import encode_split
 from calm.engine.inputs import data_setup
-from calm.engine.runtime import pick_device
 from calm.engine.train import train
+from calm.experiments.benchmark import prepare_benchmark, training_videos
+from calm.experiments.mechanism import (
+    DIAGNOSTICS_LEGEND,
+    diagnostics_table,
+    mechanism_diagnostics,
+)
+from calm.experiments.recipe import Recipe, experiment_config
 from calm.reports.ood import markdown_table, write_ood
 from calm.reports.training import anchor_figure, training_curves
 from calm.reports.uncertainty import uncertainty_figure
-
-
-@dataclass
-class DemoConfig:
-    """The demo's budget: sized for about 10 minutes on 2 CPU cores, set-up included."""
-
-    scale: str = "default"
-    seed: int = 0  # fine-tuning seed (initialisation of new modules, batch order, noise)
-    data_seed: int = 0  # seed of the generated benchmark
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    steps: int = 300
-    batch_size: int = 32
-    num_frames: int = 8
-    lr: float = 1e-3  # new modules (fusion head, anchors, VAE): the toy CLIP's pretraining rate
-    # the pretrained toy CLIP at a hundredth of that: faster rates undo what pretraining taught
-    # (in-domain t2v R@1 33.9 at 1e-5 against 27.8 at 1e-4; docs/results.md, "Calibration")
-    backbone_lr: float = 1e-5
-    # the VAE at 10x the new modules' rate without weight decay: at the paper's setting (the
-    # VAE at `lr` with decay) its generation matched the best constant and one seed of three
-    # collapsed (0 active dimensions); at this rate it reconstructs S_p 0.31 nats below the
-    # training marginal in every seed, with t2v R@1 -1.5 [-3.1, +0.2] in-domain
-    # (docs/method.md, "Gradient paths and the VAE's rate")
-    vae_lr: float | None = 1e-2
-    vae_weight_decay: float | None = 0.0
-    fusion: str = "xpool"
-    evaluations: int = 5  # validation passes per run
-    num_workers: int = 2
-    methods: dict = field(default_factory=lambda: {"baseline": "none", "calm": "vae"})
-
-
-def experiment_config(demo: DemoConfig, data_root: Path, domain: dict, clip_path: Path,
-                      alignment: str, steps_per_epoch: int) -> ExperimentConfig:
-    epochs = max(1, -(-demo.steps // steps_per_epoch))
-    return from_dict(ExperimentConfig, {
-        "model": {
-            "backbone": {"name": demo.pretrain.model, "checkpoint": str(clip_path),
-                         "checkpoint_format": "open_clip"},
-            "fusion": {"name": demo.fusion},
-            "anchors": {"labels": str(data_root / "anchors.txt")},
-            "alignment": {"name": alignment},
-        },
-        "data": {
-            "dataset": domain["loader"], "annotations": str(data_root / domain["annotations"]),
-            "videos": str(data_root / domain["videos"]), "num_frames": demo.num_frames,
-            "num_workers": demo.num_workers, "options": dict(domain.get("loader_options", {})),
-            "train_pairs": "one_per_video",
-        },
-        "train": {
-            "epochs": epochs, "max_steps": demo.steps, "eval_every": max(1, epochs // demo.evaluations),
-            "batch_size": demo.batch_size, "lr": demo.lr, "backbone_lr": demo.backbone_lr,
-            "vae_lr": demo.vae_lr, "vae_weight_decay": demo.vae_weight_decay,
-            "seed": demo.seed, "log_every": 5,
-        },
-    })
+from calm.toy_clip.pretrain import pretrained_clip
 
 
 def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[str], list[dict]]:
@@ -112,66 +56,9 @@ def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[s
     return model.anchors.labels, pairs
 
 
-DIAGNOSTIC_COLUMNS = ("rec_ce", "rec_ce_mu", "rec_ce_marginal", "rec_ce_split_marginal",
-                      "rec_ce_uniform", "kl", "active_dims", "entropy_vp", "entropy_sp",
-                      "top1_agreement")
-DIAGNOSTICS_LEGEND = (
-    "rec_ce: the cross-entropy with which the VAE's generation Ŝ_p (its predictive distribution, "
-    "the mean over z ~ q(z|V_p)) reconstructs S_p on true pairs; rec_ce_mu: the same decoding z = "
-    "mu alone. Bars a VAE that generates from V_p must pass: rec_ce_marginal (always predicting "
-    "the training split's mean S_p), rec_ce_split_marginal (this split's own mean S_p, the best "
-    "constant) and rec_ce_uniform (ln K). kl: KL(q(z|V_p) || N(0, I)); active_dims: latent "
-    "dimensions whose mean varies over videos; entropies in nats; top1_agreement: argmax V_p = "
-    "argmax S_p on true pairs (%). Anchor mAP (%): how well V_p (video), S_p (text) and Ŝ_p "
-    "(generated) rank the anchors true of the clip / named by the caption. A run without anchors "
-    "(the baseline) is measured with the anchor prompts encoded by its own text encoder "
-    "(zero-shot: no e_k, no VAE)."
-)
-
-
-def mechanism_diagnostics(checkpoints: dict[str, Path], anchor_cfg,
-                          split: str = "test") -> dict[str, dict]:
-    """The anchor diagnostics of each run on its training domain's `split`: CALM's own anchors
-    and VAE, and for a run without anchors (the baseline) its zero-shot V_p / S_p."""
-    device = pick_device("auto")
-    out = {}
-    for label, ckpt in checkpoints.items():
-        model, cfg, _ = load_model(ckpt, device)
-        data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
-                          cfg.data.text_length)
-        metadata = synthetic_metadata_path(cfg.data.annotations)
-        with fresh_anchors(model):
-            emb = encode_split(model, data.split(split), data, cfg.train.eval_batch_size, device)
-            if model.anchors is None:
-                out[label] = {"source": "zero-shot anchors (no e_k, no VAE)",
-                              **zero_shot_anchor_diagnostics(model, anchor_cfg, emb, device,
-                                                             metadata)}
-            else:
-                out[label] = {"source": "trained anchors and VAE",
-                              **anchor_diagnostics(model, emb, device, metadata)}
-    return out
-
-
-def diagnostics_table(diagnostics: dict[str, dict]) -> str:
-    maps = ("anchor_map_video", "anchor_map_text", "anchor_map_generated")
-    head = [*DIAGNOSTIC_COLUMNS, *maps]
-    lines = ["| run | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-
-    def cell(value) -> str:
-        if isinstance(value, dict):
-            return f"{value['mAP']:.1f} (chance {value['chance']:.1f})"
-        if value is None:
-            return "–"
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    for label, block in diagnostics.items():
-        lines.append(f"| {label} | " + " | ".join(cell(block.get(k)) for k in head) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def run_demo(out: str | Path, demo: DemoConfig | None = None, progress: bool = True,
+def run_demo(out: str | Path, demo: Recipe | None = None, progress: bool = True,
              data_root: str | Path | None = None) -> dict:
-    demo = demo or DemoConfig()
+    demo = demo or Recipe()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

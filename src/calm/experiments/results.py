@@ -5,7 +5,7 @@ per cell and domain the mean ± std over finished seeds; per cell the t2v R@1 di
 reference cell (`Grid.reference`) with a paired bootstrap interval over test queries
 (`calm.metrics.bootstrap`), over the seeds both have finished; and per cell the in-domain
 mechanism numbers (anchor diagnostics, and for a VAE the uncertainty of sigma:
-`calm.demo.experiment_mechanism_results`).
+`calm.experiments.mechanism_results`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from calm.demo.experiment_mechanism_results import (
+from calm.engine.checkpoint import atomic_write
+from calm.experiments.grid import Cell, Grid, run_folder
+from calm.experiments.mechanism_results import (
     anchors_markdown,
     anchors_summary,
     uncertainty_markdown,
     uncertainty_summary,
 )
-from calm.demo.grid import Cell, Grid, run_folder
-from calm.engine.checkpoint import atomic_write
 from calm.metrics.bootstrap import mean_std, paired_bootstrap
 
 METRICS = (("t2v", "R@1"), ("t2v", "R@5"), ("t2v", "MnR"), ("v2t", "R@1"))

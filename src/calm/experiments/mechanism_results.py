@@ -1,6 +1,6 @@
 """The mechanism and uncertainty tables of `calm experiment`, from the runs' in-domain blocks.
 
-Per cell, over the seeds whose `result.json` carries the block (`calm.demo.experiment_mechanism`):
+Per cell, over the seeds whose `result.json` carries the block (`calm.experiments.mechanism`):
 the anchor diagnostics as mean ± std (anchor mAP: its `mAP` field, with the chance level beside
 it), and for a cell whose model has a VAE the AUSE and Spearman rho of sigma and of each baseline,
 plus in how many seeds sigma's AUSE lies below each baseline's. A number a cell does not have (the
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from calm.demo.experiment_mechanism import (
+from calm.experiments.mechanism import (
+    DIAGNOSTIC_COLUMNS,
+    DIAGNOSTICS_LEGEND,
     TEXT_BASELINES,
     TEXT_SCORES,
     VIDEO_BASELINES,
     VIDEO_SCORES,
 )
-from calm.demo.run import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_LEGEND
 from calm.metrics.bootstrap import mean_std
 
 ANCHOR_MAPS = ("anchor_map_video", "anchor_map_text", "anchor_map_generated")

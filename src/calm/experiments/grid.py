@@ -3,7 +3,7 @@
 A grid file (YAML) gives its cells either as a product of axes (`grid:`) or by name (`variants:`):
 
 ```yaml
-base:                       # the demo's recipe (DemoConfig fields); omitted ones keep its defaults
+base:                       # the demo's recipe (Recipe fields); omitted ones keep its defaults
   scale: default            # synthetic benchmark scale: tiny | small | default
   steps: 300
   pretrain: {steps: 2500}
@@ -48,8 +48,9 @@ from typing import Any
 import yaml
 
 from calm.config import ConfigError, ExperimentConfig, from_dict, to_dict
+from calm.config.loader import set_key
 from calm.data.synthetic import SCALES
-from calm.demo.run import DemoConfig, experiment_config
+from calm.experiments.recipe import Recipe, experiment_config
 from calm.model.fusion import FUSION_HEADS
 from calm.model.losses import ALIGNMENTS
 
@@ -93,7 +94,7 @@ class Cell:
 
 @dataclass
 class Grid:
-    base: DemoConfig
+    base: Recipe
     axes: dict[str, list]  # empty for a `variants:` file
     seeds: list[int]
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -183,18 +184,6 @@ def cell_name(values: dict[str, Any], keys: list[str]) -> str:
     return "+".join(parts)
 
 
-def set_dotted(data: dict, key: str, value: Any) -> None:
-    """data['a']['b'] = value for key 'a.b' (sections must exist: keys are checked afterwards)."""
-    *path, last = key.split(".")
-    node = data
-    for part in path:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {part!r} is not a config section")
-        node = child
-    node[last] = value
-
-
 def run_config(grid: Grid, cell: Cell, seed: int, data_root: Path, domain: dict,
                clip_path: Path, steps_per_epoch: int) -> ExperimentConfig:
     """The demo's configuration for one run, with `set` and then the cell's values on top."""
@@ -202,7 +191,7 @@ def run_config(grid: Grid, cell: Cell, seed: int, data_root: Path, domain: dict,
     cfg = to_dict(experiment_config(demo, data_root, domain, clip_path, cell.alignment,
                                     steps_per_epoch))
     for key, value in [*grid.fixed.items(), *cell.values]:
-        set_dotted(cfg, key, value)
+        set_key(cfg, key, value)
     try:
         return from_dict(ExperimentConfig, cfg)
     except ConfigError as exc:
@@ -274,7 +263,7 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
         raise ConfigError(f"{source}: base.{owned[0]} is set by the grid (seeds: and the "
                           f"cells' {ALIGNMENT_KEY}); remove it from base")
     try:
-        demo = from_dict(DemoConfig, base, prefix="base")
+        demo = Recipe.from_overrides(base, prefix="base")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if demo.scale not in SCALES:

@@ -4,7 +4,7 @@ statistics.
 For every run (a cell of the grid with one seed) in order: train on the demo's training domain
 with the demo's recipe, then evaluate the best checkpoint on the test split of every domain and
 keep each test query's rank of its true video, which the paired bootstrap needs. The in-domain
-evaluation also gives the run's mechanism numbers (`calm.demo.experiment_mechanism`: anchor
+evaluation also gives the run's mechanism numbers (`calm.experiments.mechanism`: anchor
 diagnostics, and for a model with a VAE the uncertainty of its sigma) in the same pass.
 
 A run is finished when its `result.json` exists with those blocks and is never run again; a
@@ -41,22 +41,22 @@ import yaml
 from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig
-from calm.demo.benchmark import prepare_benchmark, training_videos
-from calm.demo.experiment_mechanism import (
-    MECHANISM_BLOCKS,
-    has_anchors,
-    has_vae,
-    in_domain_blocks,
-)
-from calm.demo.experiment_results import write_results
-from calm.demo.grid import Cell, Grid, run_config, run_folder
-from calm.demo.pretrain import pretrained_clip
 from calm.engine.checkpoint import atomic_write, load_model
 from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 from calm.engine.evaluation.ood import Target, synthetic_targets
 from calm.engine.runtime import pick_device
 from calm.engine.train import train
+from calm.experiments.benchmark import prepare_benchmark, training_videos
+from calm.experiments.grid import Cell, Grid, run_config, run_folder
+from calm.experiments.mechanism import (
+    MECHANISM_BLOCKS,
+    has_anchors,
+    has_vae,
+    in_domain_blocks,
+)
+from calm.experiments.results import write_results
 from calm.metrics.retrieval import TIE_RULES, hit_rates, ranks_t2v
+from calm.toy_clip.pretrain import pretrained_clip
 
 
 @dataclass

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from calm.clock import Phase
 from calm.config.schema import AnchorConfig
 from calm.data.errors import DataError
 from calm.data.synthetic import FORMAT_VERSION
@@ -40,7 +41,6 @@ from calm.data.synthetic.pretrain_pairs import (
     attribute_labels,
 )
 from calm.data.synthetic.world import oracle_recall_at_1
-from calm.demo.clock import Phase
 from calm.engine.checkpoint import atomic_write
 from calm.engine.optim import cosine_with_warmup, decayed_names
 from calm.engine.runtime import seed_everything
