@@ -55,7 +55,7 @@ def step(model, opt, loss_fn, batch) -> float:
     t0 = time.perf_counter()
     frames, mask, tokens = batch
     out = model(frames, mask, tokens)
-    loss = loss_fn(model, out)["loss"]
+    loss = loss_fn(out)["loss"]
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -184,7 +184,7 @@ def test_step_refresh_reencodes_every_call(backbone):
     assert enc.calls == 2
 
 
-@pytest.mark.parametrize("refresh", ["epoch", "once"])
+@pytest.mark.parametrize("refresh", ["epoch"])
 def test_cached_refresh_gives_no_encoder_gradient(backbone, refresh):
     bank = _bank(backbone, refresh=refresh)
     params = _text_params(backbone)
@@ -194,7 +194,7 @@ def test_cached_refresh_gives_no_encoder_gradient(backbone, refresh):
     assert grads["offset"] is not None and torch.all(grads["offset"] == 1)
 
 
-@pytest.mark.parametrize("refresh", ["epoch", "once"])
+@pytest.mark.parametrize("refresh", ["epoch"])
 def test_cache_reused_until_invalidate(backbone, refresh):
     bank = _bank(backbone, refresh=refresh)
     enc = CountingEncoder(backbone)
@@ -229,7 +229,7 @@ def test_cached_anchors_equal_fresh_encoding(backbone):
 
 
 def test_offset_is_added(backbone):
-    bank = _bank(backbone, refresh="once")
+    bank = _bank(backbone, refresh="epoch")
     base = bank(backbone.encode_text).detach().clone()
     with torch.no_grad():
         bank.offset.fill_(0.5)

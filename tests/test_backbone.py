@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from calm.config import BackboneConfig
 from calm.model.backbone import build_backbone, trim_padding
-from calm.model.checkpoints import CheckpointError, register_calm_configs
+from calm.model.clip_weights import CheckpointError, register_calm_configs
 
 EOT = 49407
 SOT = 49406

@@ -59,7 +59,7 @@ def test_components_follow_the_alignment_switch(vae_model, none_model, batch):
     none_model.eval()
     out = none_model(frames, mask, tokens)
     assert out.anchors is None
-    assert set(CALMLoss(captioning_task_loss)(none_model, out)) == {"task", "loss"}
+    assert set(CALMLoss(captioning_task_loss)(out)) == {"task", "loss"}
     for name in ("kl", "ce", "mse"):
         model = CALMCaptioner.from_config(_cfg(name))
         assert model.anchors is not None and model.vae is None
@@ -116,7 +116,7 @@ def test_forward_shapes(vae_model, batch):
     assert out.frames.shape == (3, 4, 64)
     assert out.anchors.video_logits.shape == out.anchors.text_logits.shape == (3, 91)
     assert out.anchors.vae.logits.shape == (3, 91)
-    terms = CALMLoss(captioning_task_loss)(vae_model, out)
+    terms = CALMLoss(captioning_task_loss)(out)
     assert {"task", "rec", "kl_prior", "align", "loss"} <= set(terms)
     assert torch.allclose(terms["loss"], terms["task"] + terms["align"])
 
@@ -126,11 +126,11 @@ def test_padding_after_the_end_token_changes_nothing(vae_model, batch):
     vae_model.eval()
     loss_fn = CALMLoss(captioning_task_loss)
     with torch.no_grad():
-        ref = loss_fn(vae_model, vae_model(frames, mask, tokens))
+        ref = loss_fn(vae_model(frames, mask, tokens))
         noisy = tokens.clone()
         after = torch.arange(tokens.shape[1]) > (tokens == vae_model.eot).long().argmax(1, True)
         noisy[after] = torch.randint(1, 49000, (int(after.sum()),))
-        got = loss_fn(vae_model, vae_model(frames, mask, noisy))
+        got = loss_fn(vae_model(frames, mask, noisy))
     for key in ref:
         assert torch.allclose(ref[key], got[key], atol=1e-5, rtol=1e-5), key
 
@@ -152,7 +152,7 @@ def test_gradient_reaches_every_trained_part(batch):
     model = _model("vae")
     model.train()
     frames, mask, tokens = batch
-    CALMLoss(captioning_task_loss)(model, model(frames, mask, tokens))["loss"].backward()
+    CALMLoss(captioning_task_loss)(model(frames, mask, tokens))["loss"].backward()
     parts = {
         "backbone (vision)": model.backbone.clip.visual.conv1.weight,
         "anchor offsets": model.anchors.offset,
@@ -199,7 +199,7 @@ def test_memorises_a_tiny_set():
     model.train()
     first = None
     for _ in range(120):
-        terms = loss_fn(model, model(frames, mask, tokens))
+        terms = loss_fn(model(frames, mask, tokens))
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()

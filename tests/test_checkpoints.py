@@ -10,7 +10,6 @@ import torch
 from calm.config import ExperimentConfig, from_dict
 from calm.engine.checkpoint import (
     UnsafeCheckpointError,
-    atomic_write,
     load_model,
     load_resume_point,
     load_state,
@@ -21,6 +20,7 @@ from calm.engine.checkpoint import (
 )
 from calm.engine.state import TrainState
 from calm.engine.train import NonFiniteLossError, train_step
+from calm.io import atomic_write
 from calm.model.losses import CALMLoss
 from calm.model.retrieval import CALM
 

@@ -61,7 +61,6 @@ def test_unknown_key_is_named(data, key):
         ({"model": {"vae": {"encoder_hidden": 64}}}, "model.vae.encoder_hidden"),
         ({"model": {"score": {"mode": "dual_softmax"}}}, "model.score.mode"),
         ({"model": {"fusion": "xpool"}}, "model.fusion"),
-        ({"task": "segmentation"}, "task"),
     ],
 )
 def test_bad_value_names_dotted_key(data, key):

@@ -58,7 +58,7 @@ def _groups(model: CALM) -> dict[str, list[torch.nn.Parameter]]:
 
 
 def _reached(model: CALM) -> set[str]:
-    align = CALMLoss()(model, model(*_batch(model)))["align"]
+    align = CALMLoss()(model(*_batch(model)))["align"]
     groups = _groups(model)
     params = [p for ps in groups.values() for p in ps]
     grads = torch.autograd.grad(align, params, allow_unused=True)

@@ -11,7 +11,7 @@ import torch
 from calm.config import ExperimentConfig, from_dict
 from calm.config.schema import BackboneConfig
 from calm.model.backbone import build_backbone
-from calm.model.checkpoints import CheckpointError
+from calm.model.clip_weights import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
@@ -84,7 +84,7 @@ def test_auto_format_and_pytorch_model_bin(tmp_path):
 
 def test_a_calm_checkpoint_of_an_hf_backbone_needs_no_folder(tmp_path):
     from calm.engine.checkpoint import load_model, save_model
-    from calm.engine.zero_shot import model_from_config
+    from calm.engine.models import model_from_config
 
     hf = hf_clip()
     hf.save_pretrained(tmp_path / "clip")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calm.config import AlignmentConfig, ExperimentConfig, from_dict
-from calm.engine.evaluation.anchors import anchor_diagnostics, fresh_anchors
+from calm.engine.evaluation.anchors import anchor_diagnostics
 from calm.engine.evaluation.retrieval import encode_split
 from calm.engine.inputs import data_setup
 from calm.engine.tasks import task_for
@@ -79,14 +79,12 @@ def test_the_training_loss_uses_the_batch_video_ids():
     class Out:
         sims = torch.tensor([[0.5, 0.4], [0.3, 0.6]])
         video_ids = torch.tensor([3, 3])
+        logit_scale = torch.tensor(0.0)
         anchors = None
 
-    class Model:
-        logit_scale = torch.tensor(0.0)
-
-    expected = multi_positive_info_nce(Out.sims, Model.logit_scale, Out.video_ids, "positive")
-    torch.testing.assert_close(loss(Model, Out)["task"], expected)
-    assert not torch.allclose(expected, symmetric_info_nce(Out.sims, Model.logit_scale))
+    expected = multi_positive_info_nce(Out.sims, Out.logit_scale, Out.video_ids, "positive")
+    torch.testing.assert_close(loss(Out)["task"], expected)
+    assert not torch.allclose(expected, symmetric_info_nce(Out.sims, Out.logit_scale))
 
 
 # ---- the KL direction, warm-up and free bits -----------------------------------------------------
@@ -166,7 +164,7 @@ def test_evaluation_scores_with_anchors_from_the_current_text_encoder(tiny):
     with torch.no_grad():
         current = model.backbone.encode_text(model.anchors.tokens) + model.anchors.offset
         stale = model.anchor_matrix()
-        with fresh_anchors(model):
+        with model.evaluation_anchors():
             fresh = model.anchor_matrix()
         after = model.anchor_matrix()
     torch.testing.assert_close(fresh, current)
@@ -197,7 +195,7 @@ def test_diagnostics_by_hand(tiny):
     emb = encode_split(model, ann, data, 16, torch.device("cpu"))
     model.anchors.text_marginal_sum.fill_(1.0)  # a uniform training marginal
     model.anchors.text_marginal_count.fill_(model.anchors.num_anchors)
-    with torch.no_grad(), fresh_anchors(model):
+    with torch.no_grad(), model.evaluation_anchors():
         block = anchor_diagnostics(model, emb, torch.device("cpu"))
         p = model.anchor_matrix()
         sp = model.text_anchor_logits(emb.text, p).softmax(-1)

@@ -179,8 +179,8 @@ def _domain_paths(synth):
 
 def test_converted_synthetic_domain_evaluates_to_identical_metrics(synth, tmp_path):
     from calm.config import ExperimentConfig, from_dict
-    from calm.engine.evaluation.checkpoint import evaluate_checkpoint
-    from calm.engine.zero_shot import model_from_config
+    from calm.engine.drivers import evaluate_checkpoint
+    from calm.engine.models import model_from_config
 
     ann, vids, options = _domain_paths(synth)
     jsonl = tmp_path / "own" / "data.jsonl"

@@ -15,7 +15,7 @@ from calm.config import ConfigError, ExperimentConfig, from_dict
 from calm.data.benchmarks.convert import convert_annotations
 from calm.data.synthetic import generate
 from calm.engine.checkpoint import load_model, read_metadata, save_model
-from calm.engine.zero_shot import model_from_config
+from calm.engine.models import model_from_config
 from calm.model.anchors import load_labels
 
 LABELS = ["a red ball", "a blue box", "something moving left", "rain"]

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calm.data.errors import DataError
-from calm.data.synthetic.ambiguity import clip_ambiguity, nameable_facts, synthetic_metadata_path
+from calm.data.synthetic.ambiguity import clip_ambiguity, nameable_facts
+from calm.data.truth import synthetic_metadata_path
 from calm.engine.evaluation.uncertainty import uncertainty_from_scores
 from calm.metrics.uncertainty import (
     FRACTIONS,

@@ -356,14 +356,14 @@ def test_vae_model_gradient_reaches_every_part(calm_vae, batch):
     model = calm_vae.train()
     out = model(*batch)
     assert out.anchors is not None and out.anchors.vae is not None
-    terms = CALMLoss()(model, out)
+    terms = CALMLoss()(out)
     assert set(terms) >= {"task", "rec", "kl_prior", "align", "loss"}
     torch.testing.assert_close(terms["loss"], terms["task"] + terms["align"])
     grads = _grads(terms["loss"], _groups(model))
     missing = [name for name, g in grads.items() if not _nonzero(g)]
     assert not missing, f"no gradient reaches {missing}"
     # the alignment term alone trains the vision tower, the offsets and the VAE
-    align = _grads(CALMLoss()(model, model(*batch))["align"], _groups(model))
+    align = _grads(CALMLoss()(model(*batch))["align"], _groups(model))
     for name in ("vision", "anchor_offsets", "vae_encoder", "vae_decoder"):
         assert _nonzero(align[name]), name
 
@@ -373,7 +373,7 @@ def test_none_model_is_plain_infonce(calm_none, batch):
     assert model.vae is None and model.anchors is None
     with torch.no_grad():
         out = model(*batch)
-        terms = CALMLoss()(model, out)
+        terms = CALMLoss()(out)
         text = model.encode_text(batch[2])
         feats = model.encode_frames(batch[0], batch[1])
         sims = model.fusion.similarity(text, feats, batch[1])
@@ -386,7 +386,7 @@ def test_none_model_is_plain_infonce(calm_none, batch):
 
 def test_none_model_gradient(calm_none, batch):
     model = calm_none.train()
-    grads = _grads(CALMLoss()(model, model(*batch))["loss"], _groups(model))
+    grads = _grads(CALMLoss()(model(*batch))["loss"], _groups(model))
     assert all(_nonzero(g) for g in grads.values())
 
 
@@ -395,7 +395,7 @@ def test_step_refresh_trains_text_encoder_through_anchors(calm_vae, calm_vae_ste
     text_params = {n: p for n, p in calm_vae_step.backbone.clip.named_parameters()
                    if n in ("token_embedding.weight", "text_projection",
                             "transformer.resblocks.0.mlp.c_fc.weight")}
-    step = _grads(CALMLoss()(calm_vae_step.train(), calm_vae_step(*batch))["align"], text_params)
+    step = _grads(CALMLoss()(calm_vae_step.train()(*batch))["align"], text_params)
     assert all(_nonzero(g) for g in step.values())
     # anchors only: the anchor matrix's gradient reaches the text encoder
     anchors_only = _grads(calm_vae_step.anchor_matrix().sum(), text_params)
@@ -403,14 +403,14 @@ def test_step_refresh_trains_text_encoder_through_anchors(calm_vae, calm_vae_ste
 
     text_params = {n: p for n, p in calm_vae.backbone.clip.named_parameters() if n in text_params}
     calm_vae.anchors.invalidate()
-    cached = _grads(CALMLoss()(calm_vae.train(), calm_vae(*batch))["align"], text_params)
+    cached = _grads(CALMLoss()(calm_vae.train()(*batch))["align"], text_params)
     assert all(g is None or torch.all(g == 0) for g in cached.values())
 
 
 def test_undetached_target_trains_text_encoder_through_captions(batch):
     model = _model("kl", detach_target=False).train()
     text_params = {"token_embedding.weight": model.backbone.clip.token_embedding.weight}
-    grads = _grads(CALMLoss()(model, model(*batch))["align"], text_params)
+    grads = _grads(CALMLoss()(model(*batch))["align"], text_params)
     assert _nonzero(grads["token_embedding.weight"])
 
 
@@ -418,7 +418,7 @@ def test_undetached_target_trains_text_encoder_through_captions(batch):
 def test_direct_objectives_have_anchors_but_no_vae(name, batch):
     model = _model(name)
     assert model.anchors is not None and model.vae is None
-    terms = CALMLoss()(model, model(*batch))
+    terms = CALMLoss()(model(*batch))
     assert name in terms and torch.isfinite(terms["loss"])
     torch.testing.assert_close(terms["loss"], terms["task"] + terms["align"])
 

@@ -1,5 +1,5 @@
 """Zero-shot models: `calm eval --config` without a checkpoint, and plain CLIP weights loaded as a
-model (`load_model_or_clip`, what `calm.load` builds on)."""
+model (`open_model`, what `calm.load` builds on)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ from calm.cli.main import main
 from calm.config import ConfigError
 from calm.data.synthetic import generate
 from calm.engine.checkpoint import save_model
-from calm.engine.evaluation.checkpoint import evaluate_checkpoint
-from calm.engine.zero_shot import (
-    is_calm_checkpoint,
-    load_config,
-    load_model_or_clip,
-    model_from_config,
-)
-from calm.model.checkpoints import load_clip
+from calm.engine.drivers import evaluate_checkpoint, load_config
+from calm.engine.models import is_calm_checkpoint, model_from_config, open_model
+from calm.model.clip_weights import load_clip
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +59,7 @@ def test_eval_config_without_checkpoint(data, tmp_path, clip_file, capsys):
     assert out["zero_shot"]["fusion"] == "meanP" and not out["zero_shot"]["untrained_parts"]
     assert out["n_texts"] == 6 and 0 <= out["t2v"]["R@1"] <= 100
     # deterministic: the same weights through the plain-CLIP loader give the same numbers
-    loaded = load_model_or_clip(clip_file, name="calm-micro",
+    loaded = open_model(clip_file, name="calm-micro",
                                 overrides=["data.num_frames=4", "data.num_workers=0"])
     assert loaded[2]["zero_shot"] and loaded[1].model.fusion.name == "meanP"
     again = evaluate_checkpoint("x", "msrvtt", ann, vids, "test", loaded=loaded)
@@ -105,16 +100,16 @@ def test_a_required_backbone_checkpoint_is_never_silently_random(tmp_path):
         model_from_config(cfg)
 
 
-def test_load_model_or_clip_tells_calm_checkpoints_from_clip_weights(tmp_path, clip_file):
+def test_open_model_tells_calm_checkpoints_from_clip_weights(tmp_path, clip_file):
     assert not is_calm_checkpoint(clip_file)
-    model, cfg, meta = load_model_or_clip(clip_file, name="calm-micro")
+    model, cfg, meta = open_model(clip_file, name="calm-micro")
     assert meta["zero_shot"] and model.anchors.labels and model.vae is None
     ckpt = save_model(tmp_path / "calm.safetensors", model, cfg, {"step": 7})
     assert is_calm_checkpoint(ckpt)
-    again, _, meta = load_model_or_clip(ckpt)
+    again, _, meta = open_model(ckpt)
     assert meta == {"step": 7} and again.anchors.labels == model.anchors.labels
     with pytest.raises(FileNotFoundError, match="calm checkpoint.*CLIP weights"):
-        load_model_or_clip(tmp_path / "nothing.pt")
+        open_model(tmp_path / "nothing.pt")
 
 
 def test_calm_load_gives_a_zero_shot_model_from_plain_clip_weights(tmp_path, clip_file):

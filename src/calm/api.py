@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from calm.data.files import VideoFiles, collate_files
 from calm.data.video import FrameSpec
-from calm.engine.zero_shot import load_model_or_clip
+from calm.engine.models import open_model
 from calm.model.fusion import masked_mean
-from calm.model.scoring import similarity_matrix, video_uncertainty
+from calm.model.scoring import similarity_matrix
 
 
 class CapabilityError(ValueError):
@@ -117,12 +117,11 @@ class CalmModel:
 
     @property
     def anchor_labels(self) -> list[str] | None:
-        anchors = self.model.anchors
-        return None if anchors is None else list(anchors.labels)
+        return self.model.anchor_labels
 
     @property
     def has_vae(self) -> bool:
-        return self.model.vae is not None
+        return self.model.has_vae
 
     # ---- encoders -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -217,23 +216,24 @@ class CalmModel:
         """
         text = self._texts(texts).to(self.device)
         enc = self._videos(videos)
-        return similarity_matrix(
-            self.model, text, enc.frames.to(self.device), enc.mask.to(self.device),
-            self.cfg.model.score,
-        )
+        with self.model.evaluation_anchors():
+            return similarity_matrix(
+                self.model, text, enc.frames.to(self.device), enc.mask.to(self.device),
+                self.cfg.model.score,
+            )
 
     @torch.no_grad()
     def anchor_probs(self, videos) -> torch.Tensor:
         """V_p [N_videos, K]: how each video spreads over the class anchors (frame mean branch)."""
-        if self.model.anchors is None:
+        if not self.model.has_anchors:
             raise CapabilityError(
                 f"{self.checkpoint}: this model has no class anchors (alignment "
                 f"'{self.cfg.model.alignment.name}'); anchors need a CALM checkpoint trained "
                 "with an anchor alignment (kl, ce, mse or vae)"
             )
         enc = self._videos(videos)
-        logits = self.model.video_anchor_logits(enc.frames.to(self.device), enc.mask.to(self.device))
-        return logits.softmax(dim=-1).float().cpu()
+        with self.model.evaluation_anchors():
+            return self.model.video_anchor_probs(enc.frames, enc.mask, self.device)
 
     def anchors_of(self, videos, k: int = 5) -> list[list[tuple[str, float]]]:
         """The k most probable anchors of each video with their probabilities under V_p."""
@@ -248,16 +248,15 @@ class CalmModel:
     @torch.no_grad()
     def uncertainty(self, videos) -> torch.Tensor:
         """The VAE's mean sigma per video [N]: higher means more different captions could fit."""
-        if self.model.vae is None:
+        if not self.model.has_vae:
             raise CapabilityError(
                 f"{self.checkpoint}: this model has no VAE (alignment "
                 f"'{self.cfg.model.alignment.name}'); uncertainty needs a CALM checkpoint trained "
                 "with the 'vae' alignment"
             )
         enc = self._videos(videos)
-        return video_uncertainty(
-            self.model, enc.frames.to(self.device), enc.mask.to(self.device)
-        ).float().cpu()
+        with self.model.evaluation_anchors():
+            return self.model.video_uncertainty(enc.frames, enc.mask, self.device)
 
 
 def load(checkpoint, device: str | torch.device = "cpu", name: str = "ViT-B-32") -> CalmModel:
@@ -266,5 +265,5 @@ def load(checkpoint, device: str | torch.device = "cpu", name: str = "ViT-B-32")
     open_clip architecture `name` as a zero-shot model: meanP fusion, Charades anchors, no VAE."""
     path = Path(checkpoint)
     device = torch.device(device)
-    model, cfg, meta = load_model_or_clip(path, device, name=name)
+    model, cfg, meta = open_model(path, device, name=name)
     return CalmModel(model, cfg, meta, path, device)

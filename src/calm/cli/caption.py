@@ -18,11 +18,11 @@ def run(args) -> int:
     from calm.cli.common import UserError
     from calm.data.errors import VideoDecodeError
     from calm.data.video import FrameSampler, FrameSpec
-    from calm.engine.checkpoint import load_model
+    from calm.engine.models import open_model
     from calm.engine.runtime import pick_device
     from calm.engine.tasks import task_for
 
-    model, cfg, _ = load_model(args.checkpoint)
+    model, cfg, _ = open_model(args.checkpoint)
     if not task_for(cfg).generates_captions:
         raise UserError(f"{args.checkpoint} is a {cfg.task} checkpoint, not a captioning one")
     device = pick_device(cfg.train.device)

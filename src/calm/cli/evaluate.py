@@ -51,7 +51,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from calm.cli.common import UserError
-    from calm.engine.evaluation.checkpoint import evaluate_checkpoint
+    from calm.engine.drivers import evaluate_checkpoint
 
     if args.figure and not args.uncertainty:
         raise UserError("--figure draws the --uncertainty figure; pass --uncertainty too")
@@ -64,7 +64,7 @@ def run(args) -> int:
         raise UserError("give --checkpoint (a trained model) or --config (the model it builds, "
                         "zero-shot), not both")
     if args.config is not None:
-        from calm.engine.zero_shot import evaluate_config, load_config
+        from calm.engine.drivers import evaluate_config, load_config
 
         flags = {"dataset": args.dataset, "annotations": args.annotations, "videos": args.videos}
         cfg = load_config(args.config, args.overrides, flags)

@@ -15,11 +15,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from calm.config import ExperimentConfig, load
-    from calm.engine.tasks import task_for
+    from calm.model.factory import build_model
     from calm.model.info import parameter_counts
 
     cfg = load(ExperimentConfig, args.config, args.overrides, allow_missing=True)
-    model = task_for(cfg).build_model(cfg.model)
+    model = build_model(cfg)
     counts = parameter_counts(model)
     counts["config"] = {
         "task": cfg.task,
@@ -27,7 +27,7 @@ def run(args) -> int:
         "fusion": cfg.model.fusion.name if hasattr(model, "fusion") else None,
         "alignment": cfg.model.alignment.name,
         "anchors": cfg.model.anchors.labels,
-        "num_anchors": model.anchors.num_anchors if model.anchors is not None else 0,
+        "num_anchors": model.num_anchors,
         "latent_dim": cfg.model.vae.latent_dim,
     }
     print(json.dumps(counts, indent=2))

@@ -31,7 +31,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from calm.cli.common import UserError
-    from calm.engine.evaluation.ood import Target, ood_matrix, synthetic_targets
+    from calm.engine.drivers import Target, ood_matrix, synthetic_targets
     from calm.reports.ood import write_ood
 
     targets = [Target.parse(t) for t in args.targets]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from calm.data.errors import DataError
+from calm.data.truth import GroundTruth, find_truth
 from calm.registry import Registry
 
 
@@ -36,6 +37,9 @@ class SplitAnnotations:
     videos: list[VideoRecord]
     texts: list[TextRecord]
     info: dict = field(default_factory=dict)  # e.g. the seed of a carved validation split
+    # ground truth beyond the captions (the synthetic benchmark's record of what each clip
+    # shows: anchor truth, ambiguity); None for a real benchmark. See calm.data.truth.
+    truth: GroundTruth | None = None
 
     def __post_init__(self):
         n = len(self.videos)
@@ -71,8 +75,16 @@ class BenchmarkLoader(ABC):
     def splits(self) -> list[str]:
         """The split names this loader understands."""
 
-    @abstractmethod
     def load_split(self, split: str) -> SplitAnnotations:
+        """`split` as parsed (`read_split`), with the ground truth recorded beside the
+        annotation folder, if any (`calm.data.truth`)."""
+        ann = self.read_split(split)
+        if ann.truth is None:
+            ann.truth = find_truth(self.annotations)
+        return ann
+
+    @abstractmethod
+    def read_split(self, split: str) -> SplitAnnotations:
         """Parses the files of `split`; errors name the file and the row."""
 
     def annotation_file(self, name: str) -> Path:

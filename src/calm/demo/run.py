@@ -17,17 +17,12 @@ import torch
 from calm.clock import Phase
 from calm.config import ExperimentConfig
 from calm.data.video import FrameSampler
-from calm.engine.checkpoint import load_model
-from calm.engine.evaluation.checkpoint import evaluate_checkpoint
-from calm.engine.evaluation.ood import ood_matrix, synthetic_targets
+from calm.engine.drivers import ood_matrix, synthetic_targets
 from calm.engine.inputs import data_setup
+from calm.engine.models import open_model
 from calm.engine.train import train
 from calm.experiments.benchmark import prepare_benchmark, training_videos
-from calm.experiments.mechanism import (
-    DIAGNOSTICS_LEGEND,
-    diagnostics_table,
-    mechanism_diagnostics,
-)
+from calm.experiments.mechanism import DIAGNOSTICS_LEGEND, diagnostics_table
 from calm.experiments.recipe import Recipe, experiment_config
 from calm.reports.ood import markdown_table, write_ood
 from calm.reports.training import anchor_figure, training_curves
@@ -37,23 +32,21 @@ from calm.toy_clip.pretrain import pretrained_clip
 
 def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[str], list[dict]]:
     """V_p, S_p and S_p-hat for the first test pairs of the training domain."""
-    model, _, _ = load_model(ckpt)
+    model, _, _ = open_model(ckpt)
     model.eval()
     data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer)
     ann = data.split(cfg.data.test_split)
     pairs = []
-    with torch.no_grad():
-        anchors = model.anchor_matrix()
+    with torch.no_grad(), model.evaluation_anchors():
         for text in ann.texts[:n]:
             video = ann.videos[text.video_index]
             frames, mask = FrameSampler(data.spec, mode="test")(video.path)
             feats = model.encode_frames(frames[None], mask[None])
-            v_logits = model.video_anchor_logits(feats, mask[None], anchors)
-            s_logits = model.text_anchor_logits(model.encode_text(data.tokenize([text.text])), anchors)
-            s_hat = model.vae.predictive(v_logits.softmax(-1))
-            pairs.append({"caption": text.text, "V_p": v_logits.softmax(-1)[0],
-                          "S_p": s_logits.softmax(-1)[0], "S_hat": s_hat[0]})
-    return model.anchors.labels, pairs
+            sentence = model.encode_text(data.tokenize([text.text]))
+            d = model.anchor_distributions(sentence, feats, mask[None])
+            pairs.append({"caption": text.text, "V_p": d.vp[0], "S_p": d.sp[0],
+                          "S_hat": d.s_hat[0]})
+    return model.anchor_labels, pairs
 
 
 def run_demo(out: str | Path, demo: Recipe | None = None, progress: bool = True,
@@ -95,24 +88,25 @@ def run_demo(out: str | Path, demo: Recipe | None = None, progress: bool = True,
         checkpoints.append((label, str(run_dir / "checkpoints" / "best.safetensors")))
         results[label] = result
 
-    with timed("ood_eval"):
-        matrix = ood_matrix(checkpoints, synthetic_targets(data_root))
+    calm_label = next((lab for lab, a in demo.methods.items() if a == "vae"), None)
+    first_cfg = next(iter(configs.values()))
+    anchor_prompts = first_cfg.model.anchors  # the baseline is measured with the same prompts
+    with timed("ood_eval"):  # one pass per model and domain gives every number below
+        matrix = ood_matrix(checkpoints, synthetic_targets(data_root),
+                            anchor_prompts=anchor_prompts, in_domain_uncertainty=True)
         files = write_ood(matrix, out)
 
     curves = training_curves(runs, out / "training_curves.png")
-    calm_label = next((lab for lab, a in demo.methods.items() if a == "vae"), None)
+    in_domain = {label: next(r for r in row.values() if r["in_domain"])
+                 for label, row in matrix["results"].items()}
+    diagnostics = {label: result["anchors"] for label, result in in_domain.items()}
     anchors_png, uncertainty = None, None
     with timed("diagnostics"):
-        calm_cfg = configs[calm_label] if calm_label else next(iter(configs.values()))
-        diagnostics = mechanism_diagnostics({k: Path(v) for k, v in checkpoints},
-                                            calm_cfg.model.anchors)
         if calm_label:
             ckpt = Path(dict(checkpoints)[calm_label])
             labels, pairs = _anchor_pairs(ckpt, configs[calm_label])
             anchors_png = anchor_figure(labels, pairs, out / "anchor_distributions.png")
-            data_cfg = configs[calm_label].data
-            uncertainty = evaluate_checkpoint(ckpt, data_cfg.dataset, data_cfg.annotations,
-                                              data_cfg.videos, uncertainty=True)["uncertainty"]
+            uncertainty = in_domain[calm_label]["uncertainty"]
             uncertainty["figure"] = str(uncertainty_figure(uncertainty, out / "uncertainty.png"))
     total.stop()
     timings["total_s"], timings["total_cpu_s"] = total.wall_s, total.cpu_s

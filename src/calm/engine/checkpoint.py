@@ -9,9 +9,7 @@ arbitrary pickled code to load is refused.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from calm.config import ExperimentConfig, from_dict, to_dict
-from calm.engine.tasks import task_for
+from calm.io import atomic_write, write_json_atomic
 from calm.model.errors import CheckpointError, UnsafeCheckpointError
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Calls write(tmp_path) then renames over `path`: a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from collaborators
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+from calm.model.factory import build_model
 
 
 def model_config_for_checkpoint(model: nn.Module, cfg: ExperimentConfig) -> dict:
@@ -99,7 +78,7 @@ def load_model(
     """Rebuilds the model from the config stored in the checkpoint and loads its weights."""
     info = read_metadata(path)
     cfg = from_dict(ExperimentConfig, info["config"])
-    model = task_for(cfg).build_model(cfg.model)
+    model = build_model(cfg)
     model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     return model.to(device), cfg, info["meta"]
 
@@ -135,7 +114,7 @@ def save_resume_point(ckpt_dir: Path, step: int, model: nn.Module, cfg: Experime
     save_state(state_path, state)
     save_model(weights, model, cfg, {"step": step})
     pointer = {"step": step, "weights": weights.name, "state": state_path.name}
-    atomic_write(ckpt_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(pointer)))
+    write_json_atomic(ckpt_dir / "last.json", pointer)
     for old in ckpt_dir.glob("last-step*"):
         if old.name not in (weights.name, state_path.name):
             old.unlink(missing_ok=True)

@@ -17,14 +17,20 @@ def _module_kind(name: str) -> str:
 
 
 def decayed_names(model: nn.Module) -> set[str]:
-    """Names of the parameters that get weight decay: weight matrices, never gains, biases,
-    scales, embedding tables (token, class, position embeddings, seqTransf's frame positions)
-    or additive embeddings such as the anchor offsets e_k."""
-    tables = {f"{module_name}.weight" for module_name, module in model.named_modules()
-              if isinstance(module, nn.Embedding)}
+    """Names of the parameters that get weight decay: weight matrices, never gains, biases or
+    scales (fewer than 2 dimensions), nn.Embedding tables, or what a module declares through
+    `no_weight_decay()` (its own parameter names: additive embeddings such as open_clip's
+    positions or the anchor offsets e_k). Modules say what they hold; no name is guessed."""
+    excluded: set[str] = set()
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, nn.Embedding):
+            excluded.add(f"{prefix}weight")
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            excluded.update(f"{prefix}{name}" for name in declared())
     return {name for name, param in model.named_parameters()
-            if param.ndim >= 2 and name not in tables
-            and not any(word in name for word in ("embedding", "offset", "position"))}
+            if param.ndim >= 2 and name not in excluded}
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:

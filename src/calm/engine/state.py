@@ -55,7 +55,6 @@ def set_rng_state(state: dict) -> None:
 
 def capture(state: TrainState, model, optimizer, scheduler, scaler, rngs: list[dict]) -> dict:
     """Plain data for a resume point; `rngs` holds every process's RNG streams."""
-    anchors = getattr(model, "anchors", None)
     return {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -63,7 +62,7 @@ def capture(state: TrainState, model, optimizer, scheduler, scaler, rngs: list[d
         "position": state.position(),
         "rng": rngs,
         "skips": state.skips.to_dict(),
-        "anchor_cache": None if anchors is None else anchors.cached_encodings(),
+        "anchor_cache": model.anchor_resume_state(),
     }
 
 
@@ -73,7 +72,5 @@ def restore(saved: dict, model, optimizer, scheduler, scaler, rank: int) -> Trai
     scheduler.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])
     set_rng_state(saved["rng"][min(rank, len(saved["rng"]) - 1)])
-    anchors = getattr(model, "anchors", None)
-    if anchors is not None:
-        anchors.restore_encodings(saved.get("anchor_cache"))
+    model.restore_anchor_resume_state(saved.get("anchor_cache"))
     return TrainState(**saved["position"], skips=SkipLog.from_dict(saved["skips"]))

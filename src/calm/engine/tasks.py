@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from calm.config import ExperimentConfig
-from calm.config.schema import ModelConfig
+from calm.config import ConfigError, ExperimentConfig
+from calm.config.schema import AnchorConfig, ModelConfig
 from calm.data.annotations import SplitAnnotations
-from calm.data.synthetic.ambiguity import synthetic_metadata_path
-from calm.engine.evaluation.anchors import anchor_diagnostics, fresh_anchors
+from calm.engine.evaluation.anchors import anchor_diagnostics, zero_shot_anchor_diagnostics
 from calm.engine.evaluation.captioning import evaluate_captioning
 from calm.engine.evaluation.retrieval import evaluate, save_similarity
 from calm.engine.evaluation.uncertainty import evaluate_uncertainty, require_vae
 from calm.engine.inputs import DataSetup
 from calm.model.captioner import CALMCaptioner
+from calm.model.factory import MODELS, check_task
 from calm.model.losses import (
     CALMLoss,
     captioning_task_loss,
@@ -54,9 +54,12 @@ class Task:
 
     def evaluate(self, model, ann: SplitAnnotations, data: DataSetup, cfg: ExperimentConfig,
                  device: torch.device, progress: bool = False, save_sim: str | Path | None = None,
-                 score=None, uncertainty: bool = False) -> dict:
+                 score=None, uncertainty: bool = False,
+                 anchor_prompts: AnchorConfig | None = None) -> dict:
         """Metrics of one split. `save_sim` writes the score matrix; `score` overrides the
-        config's ranking score; `uncertainty` adds the evaluation of the VAE's sigma."""
+        config's ranking score; `uncertainty` adds the evaluation of the VAE's sigma;
+        `anchor_prompts` measures a model trained without anchors with these prompts encoded by
+        its own text encoder (zero-shot anchor diagnostics), in the same pass."""
         raise NotImplementedError
 
     def check_uncertainty(self, model) -> None:
@@ -78,26 +81,32 @@ class RetrievalTask(Task):
     selection_metric = "t2v R@1 + v2t R@1"
 
     def build_model(self, cfg: ModelConfig) -> CALM:
-        return CALM.from_config(cfg)
+        return MODELS.build(self.name, cfg)
 
     def build_loss(self, cfg: ExperimentConfig) -> CALMLoss:
         return CALMLoss(partial(retrieval_task_loss, same_video=cfg.train.same_video))
 
     def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None,
-                 uncertainty=False):
+                 uncertainty=False, anchor_prompts=None):
         if uncertainty:
             self.check_uncertainty(model)
-        with fresh_anchors(model):
+        with model.evaluation_anchors():
             metrics, sim, emb = evaluate(model, ann, data, score or cfg.model.score,
                                          cfg.train.eval_batch_size, device, cfg.train.precision,
                                          progress)
             if save_sim:
                 save_similarity(save_sim, sim, emb)
-            metadata = synthetic_metadata_path(cfg.data.annotations)
-            if model.anchors is not None:
-                metrics["anchors"] = anchor_diagnostics(model, emb, device, metadata)
+            if model.has_anchors:
+                source = "trained anchors and VAE" if model.has_vae else "trained anchors"
+                metrics["anchors"] = {"source": source,
+                                      **anchor_diagnostics(model, emb, device, ann.truth)}
+            elif anchor_prompts is not None:
+                metrics["anchors"] = {
+                    "source": "zero-shot anchors (no e_k, no VAE)",
+                    **zero_shot_anchor_diagnostics(model, anchor_prompts, emb, device, ann.truth)}
             if uncertainty:
-                metrics["uncertainty"] = evaluate_uncertainty(model, emb, sim, device, metadata)
+                metrics["uncertainty"] = evaluate_uncertainty(model, emb, sim, device,
+                                                             ann.truth)
         return metrics
 
     def check_uncertainty(self, model) -> None:
@@ -119,7 +128,7 @@ class CaptioningTask(Task):
     find_unused_parameters = True
 
     def build_model(self, cfg: ModelConfig) -> CALMCaptioner:
-        return CALMCaptioner.from_config(cfg)
+        return MODELS.build(self.name, cfg)
 
     def build_loss(self, cfg: ExperimentConfig) -> CALMLoss:
         return CALMLoss(captioning_task_loss)
@@ -129,7 +138,7 @@ class CaptioningTask(Task):
         return min(cfg.data.text_length, cfg.model.caption.max_length)
 
     def evaluate(self, model, ann, data, cfg, device, progress=False, save_sim=None, score=None,
-                 uncertainty=False):
+                 uncertainty=False, anchor_prompts=None):
         if uncertainty:
             self.check_uncertainty(model)
         if save_sim:
@@ -142,4 +151,9 @@ class CaptioningTask(Task):
 
 
 def task_for(cfg: ExperimentConfig) -> Task:
+    """The task object of `cfg.task`; an unregistered name is a ConfigError listing the tasks."""
+    check_task(cfg.task)
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r} has a model but no task object; registered "
+                          f"tasks: {TASKS.names()}")
     return TASKS.build(cfg.task)

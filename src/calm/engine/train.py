@@ -26,8 +26,9 @@ from calm.config import ConfigError, ExperimentConfig, dump_yaml
 from calm.data.samples import collate
 from calm.data.video import normalize_frames
 from calm.engine import distributed
-from calm.engine.checkpoint import load_model, load_resume_point, save_model, save_resume_point
+from calm.engine.checkpoint import load_resume_point, save_model, save_resume_point
 from calm.engine.inputs import data_setup
+from calm.engine.models import open_model
 from calm.engine.optim import build_optimizer, cosine_with_warmup
 from calm.engine.runlog import NullLog, RunLog, truncate_log
 from calm.engine.runtime import autocast, pick_device, seed_everything
@@ -126,8 +127,8 @@ def train(
             epoch = state.epoch
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch, state.batch)
-            if model.anchors is not None and state.batch == 0:
-                model.anchors.start_epoch()
+            if state.batch == 0:
+                model.start_epoch()
             net.train()
             remaining = min(steps_per_epoch - state.batch, total_steps - state.step)
             bar = tqdm(total=remaining, desc=f"epoch {epoch + 1}/{num_epochs}",
@@ -180,7 +181,7 @@ def train(
     distributed.barrier()
     if env.is_main and len(state.skips):
         state.skips.write(run_dir / "skipped_videos.json")
-    best, _, meta = load_model(ckpt_dir / "best.safetensors", device)
+    best, _, meta = open_model(ckpt_dir / "best.safetensors", device)
     test = task.evaluate(best, data.split(cfg.data.test_split), data, cfg, device)
     test["selected_by"] = {"split": cfg.data.val_split, "step": meta["step"],
                            "metric": task.selection_metric, "value": state.best}
@@ -208,7 +209,7 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,
             video_index = video_index.to(device, non_blocking=True)
         out = net(frames, mask, tokens, gather=distributed.gather_with_grad,
                   video_index=video_index)
-        terms = loss_fn(model, out)
+        terms = loss_fn(out)
     loss = terms["loss"]
     if not torch.isfinite(loss):
         samples = batch["text_index"].tolist()
@@ -226,10 +227,8 @@ def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    if out.anchors is not None:  # the training split's mean S_p, over the global batch
-        with torch.no_grad():
-            model.anchors.observe_text(
-                distributed.gather_with_grad(out.anchors.text_logits.float().softmax(dim=-1)))
+    with torch.no_grad():  # the training split's mean S_p, over the global batch
+        model.observe_step(out, distributed.gather_with_grad)
     if after_step is not None:
         after_step(model)
     return {k: float(v.detach()) for k, v in terms.items()}

@@ -18,19 +18,9 @@ from one more evaluation of its best checkpoint, without retraining (`calm.exper
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from calm.data.synthetic.ambiguity import synthetic_metadata_path
-from calm.engine.checkpoint import atomic_write, load_model
-from calm.engine.evaluation.anchors import (
-    anchor_diagnostics,
-    fresh_anchors,
-    zero_shot_anchor_diagnostics,
-)
-from calm.engine.evaluation.retrieval import encode_split
-from calm.engine.inputs import data_setup
-from calm.engine.runtime import pick_device
+from calm.io import write_json_atomic
 
 DIAGNOSTIC_COLUMNS = ("rec_ce", "rec_ce_mu", "rec_ce_marginal", "rec_ce_split_marginal",
                       "rec_ce_uniform", "kl", "active_dims", "entropy_vp", "entropy_sp",
@@ -47,29 +37,6 @@ DIAGNOSTICS_LEGEND = (
     "(the baseline) is measured with the anchor prompts encoded by its own text encoder "
     "(zero-shot: no e_k, no VAE)."
 )
-
-
-def mechanism_diagnostics(checkpoints: dict[str, Path], anchor_cfg,
-                          split: str = "test") -> dict[str, dict]:
-    """The anchor diagnostics of each run on its training domain's `split`: CALM's own anchors
-    and VAE, and for a run without anchors (the baseline) its zero-shot V_p / S_p."""
-    device = pick_device("auto")
-    out = {}
-    for label, ckpt in checkpoints.items():
-        model, cfg, _ = load_model(ckpt, device)
-        data = data_setup(cfg.data, model.backbone.preprocess, model.backbone.tokenizer,
-                          cfg.data.text_length)
-        metadata = synthetic_metadata_path(cfg.data.annotations)
-        with fresh_anchors(model):
-            emb = encode_split(model, data.split(split), data, cfg.train.eval_batch_size, device)
-            if model.anchors is None:
-                out[label] = {"source": "zero-shot anchors (no e_k, no VAE)",
-                              **zero_shot_anchor_diagnostics(model, anchor_cfg, emb, device,
-                                                             metadata)}
-            else:
-                out[label] = {"source": "trained anchors and VAE",
-                              **anchor_diagnostics(model, emb, device, metadata)}
-    return out
 
 
 def diagnostics_table(diagnostics: dict[str, dict]) -> str:
@@ -97,14 +64,6 @@ TEXT_SCORES = ("sigma", "sp_entropy")
 TEXT_BASELINES = ("vp_entropy", "margin", "random")
 
 
-def has_anchors(model) -> bool:
-    return getattr(model, "anchors", None) is not None
-
-
-def has_vae(model) -> bool:
-    return getattr(model, "vae", None) is not None
-
-
 def _numbers(summary: dict) -> dict:
     out = {"ause": summary["ause"], "spearman": summary["spearman"]}
     if "ause_std" in summary:
@@ -129,24 +88,16 @@ def uncertainty_numbers(block: dict) -> dict:
     return out
 
 
-def in_domain_blocks(checkpoint: Path, model, evaluated: dict | None, anchor_cfg,
-                     split: str = "test", folder: Path | None = None) -> dict:
-    """`{"anchors": ..., "uncertainty": ...}` of one run on its training domain's `split`.
+def in_domain_blocks(model, evaluated: dict, folder: Path | None = None) -> dict:
+    """`{"anchors": ..., "uncertainty": ...}` of one run on its training domain's test split.
 
-    `evaluated`: that split's `evaluate_checkpoint` result, with `uncertainty=True` for a model
-    with a VAE (None will do for a model with neither anchors nor VAE); `anchor_cfg`: the run's
-    `model.anchors`, whose prompts a model without anchors is measured with; `folder`: where the
-    full uncertainty block goes (`uncertainty.json`)."""
-    if has_anchors(model):
-        source = "trained anchors and VAE" if has_vae(model) else "trained anchors"
-        anchors = {"source": source, **evaluated["anchors"]}
-    else:
-        anchors = mechanism_diagnostics({"run": Path(checkpoint)}, anchor_cfg, split)["run"]
+    `evaluated`: that split's `evaluate_checkpoint` result with `anchor_prompts` (so a model
+    without anchors carries its zero-shot block) and, for a model with a VAE, `uncertainty=True`;
+    `folder`: where the full uncertainty block goes (`uncertainty.json`)."""
     uncertainty = None
-    if has_vae(model):
+    if model.has_vae:
         full = evaluated["uncertainty"]
         uncertainty = uncertainty_numbers(full)
         if folder is not None:
-            atomic_write(folder / "uncertainty.json",
-                         lambda tmp: Path(tmp).write_text(json.dumps(full, indent=1)))
-    return {"anchors": anchors, "uncertainty": uncertainty}
+            write_json_atomic(folder / "uncertainty.json", full, indent=1)
+    return {"anchors": evaluated["anchors"], "uncertainty": uncertainty}

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from calm.engine.checkpoint import atomic_write
 from calm.experiments.grid import Cell, Grid, run_folder
 from calm.experiments.mechanism_results import (
     anchors_markdown,
@@ -24,6 +23,7 @@ from calm.experiments.mechanism_results import (
     uncertainty_markdown,
     uncertainty_summary,
 )
+from calm.io import write_json_atomic, write_text_atomic
 from calm.metrics.bootstrap import mean_std, paired_bootstrap
 
 METRICS = (("t2v", "R@1"), ("t2v", "R@5"), ("t2v", "MnR"), ("v2t", "R@1"))
@@ -194,8 +194,7 @@ def write_results(out: str | Path, grid: Grid, command: str | None = None) -> di
     """Writes OUT/results.json and OUT/results.md from the finished runs; returns the summary."""
     out = Path(out)
     summary = summarize(grid, load_results(out, grid), command)
-    atomic_write(out / "results.json",
-                 lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    write_json_atomic(out / "results.json", summary, indent=2)
     text = markdown(summary) if summary["finished_runs"] else "# calm experiment\n\nNo run has finished yet.\n"
-    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(out / "results.md", text)
     return summary

@@ -41,20 +41,18 @@ import yaml
 from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig
-from calm.engine.checkpoint import atomic_write, load_model
-from calm.engine.evaluation.checkpoint import evaluate_checkpoint
-from calm.engine.evaluation.ood import Target, synthetic_targets
+from calm.engine.drivers import Target, evaluate_checkpoint, synthetic_targets
+from calm.engine.models import open_model
 from calm.engine.runtime import pick_device
 from calm.engine.train import train
 from calm.experiments.benchmark import prepare_benchmark, training_videos
 from calm.experiments.grid import Cell, Grid, run_config, run_folder
 from calm.experiments.mechanism import (
     MECHANISM_BLOCKS,
-    has_anchors,
-    has_vae,
     in_domain_blocks,
 )
 from calm.experiments.results import write_results
+from calm.io import write_json_atomic
 from calm.metrics.retrieval import TIE_RULES, hit_rates, ranks_t2v
 from calm.toy_clip.pretrain import pretrained_clip
 
@@ -99,7 +97,7 @@ def machine(device: str) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+    write_json_atomic(path, data, indent=1)
 
 
 def check_recipe(folder: Path, recipe: dict) -> None:
@@ -135,13 +133,14 @@ def train_run(cfg: ExperimentConfig, train_dir: Path) -> dict:
     return {**info, "reused": False}
 
 
-def evaluate_in_domain(checkpoint: Path, loaded, target: Target, save_sim=None) -> dict:
-    """The training domain's test evaluation; with the uncertainty block for a model with a VAE,
-    so that one pass gives the metrics and the mechanism numbers."""
-    model = loaded[0]
+def evaluate_in_domain(checkpoint: Path, loaded, target: Target, anchor_prompts,
+                       save_sim=None) -> dict:
+    """The training domain's test evaluation with the anchor diagnostics (zero-shot ones for a
+    model without anchors) and, for a model with a VAE, the uncertainty block: one pass gives the
+    metrics and the mechanism numbers."""
     return evaluate_checkpoint(checkpoint, target.dataset, target.annotations, target.videos,
                                target.split, save_sim=save_sim, loaded=loaded,
-                               uncertainty=has_vae(model))
+                               uncertainty=loaded.model.has_vae, anchor_prompts=anchor_prompts)
 
 
 def evaluate_run(checkpoint: Path, setting: Setting, folder: Path,
@@ -149,16 +148,15 @@ def evaluate_run(checkpoint: Path, setting: Setting, folder: Path,
     """Metrics per domain, and per test query its rank of its true video and its R@1 term (1 for
     a hit; under random tie-breaking, the probability of one), by the tie rule the metrics used,
     so that the mean of the terms is the reported R@1; and the in-domain mechanism blocks."""
-    loaded = load_model(checkpoint)
+    loaded = open_model(checkpoint)
     rule_key = {name: key for key, name in TIE_RULES.items()}
     domains, blocks = {}, {}
     for target in setting.targets:
         in_domain = target.name == setting.domain["name"]
         prefix = folder / "sim" / target.name
         if in_domain:
-            result = evaluate_in_domain(checkpoint, loaded, target, save_sim=prefix)
-            blocks = in_domain_blocks(checkpoint, loaded[0], result, anchor_cfg, target.split,
-                                      folder)
+            result = evaluate_in_domain(checkpoint, loaded, target, anchor_cfg, save_sim=prefix)
+            blocks = in_domain_blocks(loaded.model, result, folder)
         else:
             result = evaluate_checkpoint(checkpoint, target.dataset, target.annotations,
                                          target.videos, target.split, save_sim=prefix,
@@ -219,13 +217,9 @@ def complete_run(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting)
     cfg = run_config(grid, cell, seed, setting.data_root, setting.domain, setting.clip_path,
                      setting.steps_per_epoch)
     started = time.perf_counter()
-    loaded = load_model(checkpoint)
-    model, target = loaded[0], setting.in_domain
-    evaluated = None
-    if has_anchors(model) or has_vae(model):
-        evaluated = evaluate_in_domain(checkpoint, loaded, target)
-    result.update(in_domain_blocks(checkpoint, model, evaluated, cfg.model.anchors,
-                                   target.split, folder))
+    loaded = open_model(checkpoint)
+    evaluated = evaluate_in_domain(checkpoint, loaded, setting.in_domain, cfg.model.anchors)
+    result.update(in_domain_blocks(loaded.model, evaluated, folder))
     seconds = time.perf_counter() - started
     result["seconds"] = {**result["seconds"], "mechanism_added": seconds,
                          "eval": result["seconds"]["eval"] + seconds,

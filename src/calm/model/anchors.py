@@ -1,8 +1,9 @@
 """Class anchors: label prompts encoded by the CLIP text encoder plus a learnable offset e_k.
 
 P = TextEncoder(template.format(label_k)) + e_k, K x D. The refresh policy decides when the text
-encoder runs on the prompts: every step (gradient reaches the text encoder), once per epoch
-(no gradient, tracks a fine-tuned encoder), or once for the whole run.
+encoder runs on the prompts: every step (gradient reaches the text encoder) or once per epoch
+(no gradient, tracks a fine-tuned encoder). What the model does with P is
+`calm.model.anchor_branch`.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ class AnchorBank(nn.Module):
 
     Refresh policies: `step` re-encodes the prompts with gradient at every training step (all K,
     or a rotating window of `step_subset` of them, the rest from a cache the window keeps
-    fresh); `epoch` and `once` encode without gradient and cache. Evaluation always scores with
-    anchors from the current text encoder (`fresh_encodings`).
+    fresh); `epoch` encodes without gradient at each epoch start and caches. Evaluation always
+    scores with anchors from the current text encoder (`fresh_encodings`). (A third policy,
+    `once`, encoded the prompts once for the whole run; no measurement used it and it evaluated
+    with other anchors than it trained with, so it was removed.)
     """
 
     def __init__(self, labels: list[str], tokens: torch.Tensor, dim: int, cfg: AnchorConfig):
@@ -137,6 +140,11 @@ class AnchorBank(nn.Module):
     @property
     def num_anchors(self) -> int:
         return len(self.labels)
+
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """e_k is an additive offset on the prompt encodings, not a weight matrix; the scales
+        are scalars."""
+        return ("offset",)
 
     @property
     def scale(self) -> torch.Tensor:
@@ -212,30 +220,48 @@ class AnchorBank(nn.Module):
         with torch.no_grad():
             return encode_text(self.tokens).detach().float()
 
+    def encodes_with_grad(self) -> bool:
+        """True when this call re-encodes prompts with gradient: `refresh: step` in training."""
+        return self.refresh == "step" and self.training and torch.is_grad_enabled()
+
+    def _window(self) -> torch.Tensor:
+        """The rotating `step_subset` window of anchor indices this step re-encodes."""
+        k = self.num_anchors
+        window = (self.cursor + torch.arange(self.step_subset, device=self.cursor.device)) % k
+        return window.to(self.tokens.device)
+
+    def step_prompt_tokens(self) -> torch.Tensor:
+        """The prompt tokens a `refresh: step` training step encodes with gradient: all K, or
+        the current window of `step_subset`."""
+        return self.tokens[self._window()] if self.step_subset else self.tokens
+
+    def with_step_encodings(self, fresh: torch.Tensor, encode_text=None) -> torch.Tensor:
+        """P [K, D] from `fresh`, the encodings (with gradient) of `step_prompt_tokens()`. With a
+        window, the other anchors come from the cache, which the window keeps current; the
+        window then moves on. `encode_text` fills an empty cache (the first step)."""
+        if not self.step_subset:
+            return fresh.to(self.offset.dtype) + self.offset
+        if self._cache is None or self._cache.device != self.offset.device:
+            if encode_text is None:
+                raise ValueError("a windowed anchor refresh needs encode_text to fill its cache")
+            self._cache = self._encode_all(encode_text)
+        window = self._window()
+        self._cache = self._cache.index_copy(0, window, fresh.detach().float())
+        self.cursor.copy_((self.cursor + self.step_subset) % self.num_anchors)
+        base = self._cache.to(fresh.dtype).index_put((window,), fresh)
+        return base.to(self.offset.dtype) + self.offset
+
     def forward(self, encode_text: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Anchor matrix P [K, D]."""
-        if self.refresh == "step" and self.training and torch.is_grad_enabled():
-            base = self._step_encodings(encode_text)
-        elif self.refresh == "step" and self._cache is None:
+        if self.encodes_with_grad():
+            return self.with_step_encodings(encode_text(self.step_prompt_tokens()), encode_text)
+        if self.refresh == "step" and self._cache is None:
             base = encode_text(self.tokens)  # evaluation of a per-step model: always current
         else:
             if self._cache is None or self._cache.device != self.offset.device:
                 self._cache = self._encode_all(encode_text)
             base = self._cache
         return base.to(self.offset.dtype) + self.offset
-
-    def _step_encodings(self, encode_text) -> torch.Tensor:
-        if not self.step_subset:
-            return encode_text(self.tokens)
-        if self._cache is None or self._cache.device != self.offset.device:
-            self._cache = self._encode_all(encode_text)
-        k = self.num_anchors
-        window = (self.cursor + torch.arange(self.step_subset, device=self.cursor.device)) % k
-        window = window.to(self.tokens.device)
-        fresh = encode_text(self.tokens[window])
-        self._cache = self._cache.index_copy(0, window, fresh.detach().float())
-        self.cursor.copy_((self.cursor + self.step_subset) % k)
-        return self._cache.to(fresh.dtype).index_put((window,), fresh)
 
 
 def build_anchors(cfg: AnchorConfig, tokenize: Callable[[list[str]], torch.Tensor], dim: int):

@@ -11,7 +11,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from calm.config.schema import BackboneConfig
-from calm.model.checkpoints import (
+from calm.model.clip_weights import (
     hf_architecture,
     load_clip,
     register_calm_configs,
@@ -74,6 +74,12 @@ class CLIPBackbone(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.clip.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """open_clip's additive embeddings (text and image positions, the class token, the
+        attention pool's positions of ResNet towers): tables, not weight matrices."""
+        return tuple(f"clip.{name}" for name, _ in self.clip.named_parameters()
+                     if name.endswith(("positional_embedding", "class_embedding")))
 
     # ---- text -----------------------------------------------------------------------------------
     def tokenize(self, texts: list[str], context_length: int | None = None) -> torch.Tensor:

@@ -21,8 +21,9 @@ from torch import nn
 
 from calm.config.errors import ConfigError
 from calm.config.schema import CaptionConfig, ModelConfig
+from calm.model.anchor_branch import AnchorOutput
 from calm.model.backbone import trim_padding
-from calm.model.core import AnchorOutput, CoreParts, VideoTextCore
+from calm.model.core import CoreParts, VideoTextCore
 from calm.model.decoding import Hypothesis, search
 from calm.model.losses import IGNORE_INDEX
 
@@ -78,6 +79,10 @@ class CaptionDecoder(nn.Module):
         self.ln_final = nn.LayerNorm(cfg.width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
+
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """The token positions are an additive embedding, not a weight matrix."""
+        return ("positional_embedding",)
 
     def memory(self, frames: torch.Tensor) -> torch.Tensor:
         """Frame features [B, T, D] -> decoder memory [B, T, W] (projection + frame order)."""

@@ -1,8 +1,8 @@
 """The video–text core that retrieval and captioning share: CLIP backbone plus CALM's anchor branch.
 
-The anchor branch, in the paper's order: anchors P (prompted label encodings + e_k); V_p from the
-frame *mean* and S_p from the sentence feature, each a softmax over scaled cosines to P; the VAE
-generating S_p-hat from V_p. Which of these exist depends on the alignment objective, so the `none`
+The anchor branch (`calm.model.anchor_branch`), in the paper's order: anchors P (prompted label
+encodings + e_k); V_p from the frame *mean* and S_p from the sentence feature, each a softmax over
+scaled cosines to P; the VAE generating S_p-hat from V_p. Which of these exist depends on the alignment objective, so the `none`
 baseline carries no unused parameters. `CALM` (retrieval) and `CALMCaptioner` extend this class
 with a fusion head or a caption decoder; nothing here is specific to either task.
 """
@@ -17,12 +17,11 @@ from torch import nn
 
 from calm.config.errors import ConfigError
 from calm.config.schema import ModelConfig
+from calm.model.anchor_branch import AnchorBranch
 from calm.model.anchors import AnchorBank, build_anchors
 from calm.model.backbone import CLIPBackbone, build_backbone
-from calm.model.distributions import anchor_logits
-from calm.model.fusion import masked_mean
-from calm.model.losses import AlignmentObjective, build_alignment
-from calm.model.vae import CrossModalVAE, VAEOutput
+from calm.model.losses import ALIGNMENTS, AlignmentObjective, build_alignment
+from calm.model.vae import CrossModalVAE
 
 
 @contextmanager
@@ -30,16 +29,11 @@ def config_key(key: str):
     """Turns a KeyError/ValueError raised while building a component into a ConfigError naming `key`."""
     try:
         yield
+    except ConfigError:
+        raise  # already names its key
     except (KeyError, ValueError) as exc:
         message = exc.args[0] if exc.args else str(exc)
         raise ConfigError(f"{key}: {message}") from None
-
-
-@dataclass
-class AnchorOutput:
-    video_logits: torch.Tensor  # s * cos(mean_t h_t, P), [B, K]
-    text_logits: torch.Tensor  # s * cos(S, P), [B, K]
-    vae: VAEOutput | None = None
 
 
 @dataclass
@@ -50,8 +44,9 @@ class CoreParts:
     vae: CrossModalVAE | None
 
 
-class VideoTextCore(nn.Module):
-    """Backbone, alignment objective, anchors and VAE; the encoders and the anchor branch."""
+class VideoTextCore(AnchorBranch, nn.Module):
+    """Backbone, alignment objective, anchors and VAE; the encoders here, everything the anchors
+    and the VAE compute in `AnchorBranch` (`calm.model.anchor_branch`)."""
 
     def __init__(self, parts: CoreParts):
         super().__init__()
@@ -73,6 +68,12 @@ class VideoTextCore(nn.Module):
         """
         with config_key("model.alignment.name"):
             alignment = build_alignment(cfg.alignment)
+        if cfg.score.mode == "anchor_agreement" and not alignment.uses_vae:
+            raise ConfigError(
+                f"model.score.mode: 'anchor_agreement' scores with the VAE's generated "
+                f"distribution, which alignment {cfg.alignment.name!r} does not train (only an "
+                f"objective with a VAE does: "
+                f"{[n for n in ALIGNMENTS.names() if ALIGNMENTS.get(n).uses_vae]})")
         backbone = build_backbone(cfg.backbone)
         anchors = None
         if alignment.uses_anchors:
@@ -87,27 +88,3 @@ class VideoTextCore(nn.Module):
 
     def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone.encode_frames(frames, mask)
-
-    # ---- anchor branch --------------------------------------------------------------------------
-    def anchor_matrix(self) -> torch.Tensor:
-        return self.anchors(self.backbone.encode_text)
-
-    def anchor_video_feature(self, frames, mask) -> torch.Tensor:
-        """The video side of the anchor branch: the frame mean, as the paper has it, whatever
-        the retrieval fusion (`CALM` can use its fusion head's text-free embedding instead)."""
-        return masked_mean(frames, mask)
-
-    def video_anchor_logits(self, frames, mask, anchors=None) -> torch.Tensor:
-        anchors = self.anchor_matrix() if anchors is None else anchors
-        return anchor_logits(self.anchor_video_feature(frames, mask), anchors, self.anchors.scale)
-
-    def text_anchor_logits(self, text, anchors=None) -> torch.Tensor:
-        anchors = self.anchor_matrix() if anchors is None else anchors
-        return anchor_logits(text, anchors, self.anchors.text_scale)
-
-    def anchor_branch(self, text, frames, mask) -> AnchorOutput:
-        anchors = self.anchor_matrix()
-        video_logits = self.video_anchor_logits(frames, mask, anchors)
-        text_logits = self.text_anchor_logits(text, anchors)
-        vae_out = self.vae(video_logits.softmax(dim=-1)) if self.vae is not None else None
-        return AnchorOutput(video_logits, text_logits, vae_out)

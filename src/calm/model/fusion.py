@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calm.config.schema import FusionConfig
-from calm.registry import Registry
+from calm.registry import Registry, check_options
 
 FUSION_HEADS: Registry[FusionHead] = Registry("fusion head")
 
@@ -28,9 +28,20 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 class FusionHead(nn.Module):
-    """Base class. Text-agnostic heads implement `pool`; text-conditioned ones override the rest."""
+    """Base class. Text-agnostic heads implement `pool`; text-conditioned ones override the rest.
+
+    A head declares its capabilities, which search, zero-shot loading and the checks read
+    instead of its name: `text_conditioned` (the pooled video depends on the text, so search
+    must rescore with the text), `has_frame_weights` (`frame_weights` says how much each frame
+    counts in a score: search's matching moment), `parameter_free` (no weights: the untrained
+    head is the head, so a CLIP with it is a true zero-shot model), and `options` (the fields of
+    `model.fusion` it reads; `calm.registry.check_options`).
+    """
 
     text_conditioned = False
+    has_frame_weights = False
+    parameter_free = False
+    options: tuple[str, ...] = ()
 
     def pool(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -47,6 +58,10 @@ class FusionHead(nn.Module):
         """Cosine similarity [N_texts, N_videos]."""
         return F.normalize(text, dim=-1) @ state["video"].t()
 
+    def frame_weights(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[N_t, N_v, T]: each frame's share in each score (heads with `has_frame_weights`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no frame weights")
+
     def similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor | None):
         return self.score(text, self.video_state(frames, mask))
 
@@ -59,6 +74,8 @@ class FusionHead(nn.Module):
 class MeanPooling(FusionHead):
     """CLIP4Clip's parameter-free mean of frame features."""
 
+    parameter_free = True
+
     def __init__(self, dim: int, cfg: FusionConfig | None = None):
         super().__init__()
 
@@ -69,6 +86,8 @@ class MeanPooling(FusionHead):
 @FUSION_HEADS.register("seqTransf")
 class SequenceTransformer(FusionHead):
     """CLIP4Clip's seqTransf: frame position embeddings, a small temporal transformer, a residual."""
+
+    options = ("layers", "heads", "dropout", "max_frames")
 
     def __init__(self, dim: int, cfg: FusionConfig | None = None):
         super().__init__()
@@ -102,6 +121,8 @@ class TextConditionedPooling(FusionHead):
     """
 
     text_conditioned = True
+    has_frame_weights = True
+    options = ("heads", "dropout")
 
     def __init__(self, dim: int, cfg: FusionConfig | None = None):
         super().__init__()
@@ -186,4 +207,6 @@ class TextConditionedPooling(FusionHead):
 
 
 def build_fusion(cfg: FusionConfig, dim: int) -> FusionHead:
-    return FUSION_HEADS.build(cfg.name, dim, cfg)
+    head = FUSION_HEADS.get(cfg.name)
+    check_options(cfg, head.options, "model.fusion", cfg.name)
+    return head(dim, cfg)

@@ -7,7 +7,7 @@
   baseline; `kl`, `ce` and `mse` align V_p and S_p directly; `vae` is CALM: the VAE generates
   S_p-hat from V_p, trained with L_rec + alpha * KL(q(z | V_p) || N(0, I)). Chosen by name so the
   paper's ablation table reruns from configs alone.
-- `CALMLoss` is L = L_task + L_align for either task.
+- `CALMLoss` is L = L_task + L_align for either task, from the model's output alone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from calm.config.schema import AlignmentConfig
 from calm.model.vae import VAEOutput, kl_per_dimension
-from calm.registry import Registry
+from calm.registry import Registry, check_options
 
 MAX_LOGIT_SCALE = 100.0
 IGNORE_INDEX = -100  # caption target id of the padding positions after the end token
@@ -98,8 +98,14 @@ ALIGNMENTS: Registry[AlignmentObjective] = Registry("alignment objective")
 
 
 class AlignmentObjective(nn.Module):
+    """Base class. An objective declares what the model must build for it (`uses_anchors`,
+    `uses_vae`: the `none` baseline carries no unused parameters, and scoring with the VAE is
+    refused for a model that never trained one) and the fields of `model.alignment` it reads
+    (`options`; `calm.registry.check_options`)."""
+
     uses_anchors = True
     uses_vae = False
+    options: tuple[str, ...] = ("weight", "detach_target")
 
     def __init__(self, cfg: AlignmentConfig):
         super().__init__()
@@ -128,6 +134,7 @@ def _cross_entropy(log_target: torch.Tensor, log_pred: torch.Tensor) -> torch.Te
 @ALIGNMENTS.register("none")
 class NoAlignment(AlignmentObjective):
     uses_anchors = False
+    options = ()
 
     def terms(self, video_logits, text_logits, vae_out):
         raise RuntimeError("the 'none' objective has no terms; the model skips anchors entirely")
@@ -138,6 +145,8 @@ class KLAlignment(AlignmentObjective):
     """`text_to_video`: KL(S_p || V_p), S_p the target. With a detached S_p this is `ce` minus
     the constant H(S_p), so the two have the same gradient; `video_to_text`: KL(V_p || S_p),
     which penalises V_p mass where S_p has none (mode-seeking)."""
+
+    options = ("weight", "detach_target", "kl_direction")
 
     def terms(self, video_logits, text_logits, vae_out):
         log_t = self.target(text_logits)
@@ -173,6 +182,7 @@ class VAEAlignment(AlignmentObjective):
     """CALM: L_rec = -sum_k S_p(k) log S_p-hat(k), plus alpha * KL(q(z | V_p) || N(0, I))."""
 
     uses_vae = True
+    options = ("weight", "detach_target", "alpha", "kl_warmup_steps", "free_bits")
 
     def __init__(self, cfg: AlignmentConfig):
         super().__init__(cfg)
@@ -207,40 +217,47 @@ class VAEAlignment(AlignmentObjective):
 
 
 def build_alignment(cfg: AlignmentConfig) -> AlignmentObjective:
-    return ALIGNMENTS.build(cfg.name, cfg)
+    objective = ALIGNMENTS.get(cfg.name)
+    check_options(cfg, objective.options, "model.alignment", cfg.name)
+    return objective(cfg)
 
 
 # ---- the sum ------------------------------------------------------------------------------------
 class CALMLoss(nn.Module):
-    """L = L_task + L_align, with L_align from the model's configured objective (0 for `none`).
+    """L = L_task + L_align, from the model's output alone.
 
-    `task_loss(model, out)` is the task's own term: InfoNCE for retrieval (the default), token
-    cross-entropy for captioning. The alignment terms are added the same way for both.
+    `task_loss(out)` is the task's own term: InfoNCE for retrieval (the default; the output
+    carries the logit scale it needs), token cross-entropy for captioning. L_align is the sum the
+    model's alignment objective put into `out.anchors.terms` (absent for `none`), added the same
+    way for both tasks. Taking the output rather than the model keeps the loss a pure function
+    of what the forward pass produced: a DDP wrapper, a compiled model or a test's hand-made
+    output all plug in the same way.
     """
 
-    def __init__(self, task_loss: Callable[[nn.Module, object], torch.Tensor] | None = None):
+    def __init__(self, task_loss: Callable[[object], torch.Tensor] | None = None):
         super().__init__()
         self.task_loss = task_loss or retrieval_task_loss
 
-    def forward(self, model: nn.Module, out) -> dict[str, torch.Tensor]:
-        task = self.task_loss(model, out)
+    def forward(self, out) -> dict[str, torch.Tensor]:
+        task = self.task_loss(out)
         terms = {"task": task}
         loss = task
-        if out.anchors is not None:
-            align = model.alignment(out.anchors.video_logits, out.anchors.text_logits, out.anchors.vae)
-            terms.update(align)
-            loss = loss + align["align"]
+        anchors = getattr(out, "anchors", None)
+        if anchors is not None and anchors.terms:
+            terms.update(anchors.terms)
+            loss = loss + anchors.terms["align"]
         terms["loss"] = loss
         return terms
 
 
-def retrieval_task_loss(model: nn.Module, out, same_video: str = "negative") -> torch.Tensor:
-    """Symmetric InfoNCE over the global batch; `same_video` treats pairs sharing a video (see
-    `multi_positive_info_nce`); it needs the batch's video ids in `out.video_ids`."""
+def retrieval_task_loss(out, same_video: str = "negative") -> torch.Tensor:
+    """Symmetric InfoNCE over the global batch at the output's logit scale; `same_video` treats
+    pairs sharing a video (see `multi_positive_info_nce`); it needs the batch's video ids in
+    `out.video_ids`."""
     if same_video == "negative" or out.video_ids is None:
-        return symmetric_info_nce(out.sims, model.logit_scale)
-    return multi_positive_info_nce(out.sims, model.logit_scale, out.video_ids, same_video)
+        return symmetric_info_nce(out.sims, out.logit_scale)
+    return multi_positive_info_nce(out.sims, out.logit_scale, out.video_ids, same_video)
 
 
-def captioning_task_loss(model: nn.Module, out) -> torch.Tensor:
+def captioning_task_loss(out) -> torch.Tensor:
     return caption_token_loss(out.logits, out.targets)

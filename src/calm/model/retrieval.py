@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from calm.config.schema import ModelConfig
-from calm.model.core import AnchorOutput, CoreParts, VideoTextCore, config_key
+from calm.model.anchor_branch import AnchorOutput
+from calm.model.core import CoreParts, VideoTextCore, config_key
 from calm.model.fusion import FUSION_HEADS, FusionHead, build_fusion
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
@@ -31,6 +32,7 @@ class CALMOutput:
     frames: torch.Tensor  # local per-frame features [B, T, D]
     frame_mask: torch.Tensor  # [B, T]
     sims: torch.Tensor  # global text x video cosine similarities [N, N]
+    logit_scale: torch.Tensor  # CLIP's learned log temperature, which InfoNCE scales sims by
     anchors: AnchorOutput | None = None
     video_ids: torch.Tensor | None = None  # global video index of each pair, when given
     extras: dict = field(default_factory=dict)
@@ -66,12 +68,12 @@ class CALM(VideoTextCore):
     ) -> CALMOutput:
         """`gather` concatenates a local tensor across processes (identity on one process);
         `video_index` (the dataset's video of each pair) lets the loss see shared videos."""
-        text = self.encode_text(tokens)
+        text, anchors = self.encode_text_and_anchors(tokens)
         feats = self.encode_frames(frames, frame_mask)
         sims = self.fusion.similarity(gather(text), gather(feats), gather(frame_mask))
-        out = CALMOutput(text, feats, frame_mask, sims)
+        out = CALMOutput(text, feats, frame_mask, sims, self.logit_scale)
         if video_index is not None:
             out.video_ids = gather(video_index)
         if self.alignment.uses_anchors:
-            out.anchors = self.anchor_branch(text, feats, frame_mask)
+            out.anchors = self.anchor_branch(text, feats, frame_mask, anchors)
         return out

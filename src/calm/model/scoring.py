@@ -2,7 +2,8 @@
 
 A pair's score depends only on that text and that video: the base score is the fusion head's
 cosine similarity; `anchor_agreement` adds w * BC(S_p-hat(video), S_p(text)), the Bhattacharyya
-coefficient of the VAE's generated distribution and the text's, reported as its own mode.
+coefficient of the VAE's generated distribution and the text's, reported as its own mode (the
+distributions come from the anchor branch, `calm.model.anchor_branch`).
 """
 
 from __future__ import annotations
@@ -11,39 +12,6 @@ import torch
 
 from calm.config.schema import ScoreConfig
 from calm.model.retrieval import CALM
-
-
-def _vae_per_video(model: CALM, frames, mask, chunk: int, of_vp) -> torch.Tensor:
-    """`of_vp(V_p)` (a per-video quantity of the VAE) for every video, computed in chunks."""
-    anchors = model.anchor_matrix()
-    out = []
-    for i in range(0, frames.shape[0], chunk):
-        logits = model.video_anchor_logits(frames[i : i + chunk], _sl(mask, i, chunk), anchors)
-        out.append(of_vp(logits.softmax(-1)).float())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def video_anchor_probs(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
-    """S_p-hat for each video, [N_v, K]: the VAE's predictive distribution over z, which depends
-    on that video alone (`CrossModalVAE.predictive`)."""
-    return _vae_per_video(model, frames, mask, chunk, model.vae.predictive)
-
-
-@torch.no_grad()
-def video_uncertainty(model: CALM, frames, mask, chunk: int = 256) -> torch.Tensor:
-    """Mean VAE sigma per video: how many different captions the model expects could fit it."""
-    return _vae_per_video(model, frames, mask, chunk,
-                          lambda vp: model.vae(vp, sample=False).uncertainty)
-
-
-@torch.no_grad()
-def text_anchor_probs(model: CALM, text: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    anchors = model.anchor_matrix()
-    return torch.cat(
-        [model.text_anchor_logits(text[i : i + chunk], anchors).softmax(-1).float()
-         for i in range(0, text.shape[0], chunk)]
-    )
 
 
 def _sl(mask, start, size):
@@ -71,8 +39,8 @@ def similarity_matrix(
     if cfg.mode == "anchor_agreement":
         if model.vae is None:
             raise ValueError("score mode 'anchor_agreement' needs a model with a VAE")
-        generated = video_anchor_probs(model, frames, mask).sqrt()
-        text_probs = text_anchor_probs(model, text).sqrt()
+        generated = model.generated_anchor_probs(frames, mask).sqrt()
+        text_probs = model.text_anchor_probs(text).sqrt()
         for i in range(0, n_t, cfg.text_chunk):
             agreement = text_probs[i : i + cfg.text_chunk] @ generated.t()
             out[i : i + cfg.text_chunk] += cfg.anchor_weight * agreement.cpu()

@@ -155,7 +155,7 @@ class Searcher:
     def _moments(self, text: torch.Tensor, rows: np.ndarray) -> list[tuple[float, float]]:
         times = np.asarray(self.index.arrays["times"][rows], dtype=np.float64)
         durations = np.asarray(self.index.arrays["durations"][rows], dtype=np.float64)
-        if hasattr(self.head, "frame_weights"):
+        if self.head.has_frame_weights:
             state = {k: v.to(self.device) for k, v in self.index.state_rows(rows).items()}
             weights = self.head.frame_weights(text[None].to(self.device), state)[0].cpu().numpy()
         else:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from calm.data.errors import DataError
+from calm.io import write_json_atomic
 
 FORMAT = "calm-search-index-v1"
 MANIFEST = "index.json"
@@ -100,12 +101,6 @@ def read_manifest(index_dir: Path) -> Manifest | None:
 
 def data_dir(index_dir: Path, generation: int) -> Path:
     return Path(index_dir) / f"data-{generation}"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    from calm.engine.checkpoint import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data), encoding="utf-8"))
 
 
 def commit(index_dir: Path, manifest: Manifest, report: dict) -> None:

@@ -41,12 +41,12 @@ from calm.data.synthetic.pretrain_pairs import (
     attribute_labels,
 )
 from calm.data.synthetic.world import oracle_recall_at_1
-from calm.engine.checkpoint import atomic_write
 from calm.engine.optim import cosine_with_warmup, decayed_names
 from calm.engine.runtime import seed_everything
+from calm.io import atomic_write, write_json_atomic
 from calm.metrics.ranking import mean_average_precision
 from calm.metrics.retrieval import ranks_t2v, ranks_v2t, summarize_ranks
-from calm.model.checkpoints import load_clip
+from calm.model.clip_weights import load_clip
 from calm.model.losses import clamp_logit_scale_, symmetric_info_nce
 
 SOURCES = ("stream", "split")
@@ -261,7 +261,7 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
             else len(load_image_captions(root)[1]),
             "train_wall_s": train_phase.wall_s, "train_cpu_s": train_phase.cpu_s,
             "eval_wall_s": eval_phase.wall_s, "heldout": heldout}
-    atomic_write(report_path(out), lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    write_json_atomic(report_path(out), info, indent=2)
     return info
 
 

@@ -63,7 +63,7 @@ class DiDeMoLoader(BenchmarkLoader):
             )
         return sentences
 
-    def load_split(self, split: str) -> SplitAnnotations:
+    def read_split(self, split: str) -> SplitAnnotations:
         self.check_split(split)
         sentences = self._sentences(split)
         list_path = self.annotations / f"{split}_list.txt"

@@ -62,7 +62,7 @@ class LSMDCLoader(BenchmarkLoader):
         movie = clip_id.rsplit("_", 1)[0]
         return self._index.resolve(clip_id, Path(movie) / f"{clip_id}.avi")
 
-    def load_split(self, split: str) -> SplitAnnotations:
+    def read_split(self, split: str) -> SplitAnnotations:
         self.check_split(split)
         path = self.annotation_file(FILES[split])
         out = SplitBuilder(self._video_path)

@@ -63,7 +63,7 @@ class MSRVTTLoader(BenchmarkLoader):
     def splits(self) -> list[str]:
         return ["train", "val", "train7k", "train_full", "test", "val_full", "test_full"]
 
-    def load_split(self, split: str) -> SplitAnnotations:
+    def read_split(self, split: str) -> SplitAnnotations:
         self.check_split(split)
         if split == "test":
             return self._load_1ka()

@@ -96,7 +96,7 @@ class MSVDLoader(BenchmarkLoader):
         self._captions = captions
         return captions
 
-    def load_split(self, split: str) -> SplitAnnotations:
+    def read_split(self, split: str) -> SplitAnnotations:
         self.check_split(split)
         list_path = self.annotation_file(f"{split}_list.txt")
         captions = self._all_captions()

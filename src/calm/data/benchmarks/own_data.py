@@ -138,7 +138,7 @@ class OwnDataLoader(BenchmarkLoader):
         names = self._named_splits()
         return names + ["val"] if self._carves_val() else names
 
-    def load_split(self, split: str) -> SplitAnnotations:
+    def read_split(self, split: str) -> SplitAnnotations:
         self.check_split(split)
         entries = self.entries()
         if self.val_size is not None and "val" in self._named_splits():

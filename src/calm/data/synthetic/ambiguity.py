@@ -28,23 +28,6 @@ from calm.data.synthetic.world import OBJECT_KEYS, fits
 AMBIGUITY_MEASURES = ("captions_fitting", "nameable_facts", "own_caption_matches")
 
 
-def synthetic_metadata_path(annotations: str | Path) -> Path | None:
-    """`<domain>/metadata.json` beside a synthetic domain's annotation folder, or None.
-
-    A file of that name that is not calm synth's (no `domain` and `splits`) is not ours: None.
-    """
-    path = Path(annotations).parent / "metadata.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or not {"domain", "splits"} <= set(data):
-        return None
-    return path
-
-
 def _object_facts(obj: dict | None) -> int:
     if obj is None:
         return 0

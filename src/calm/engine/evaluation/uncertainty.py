@@ -15,13 +15,11 @@ generator recorded it (``"synthetic"``; see `calm.data.synthetic.ambiguity`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from calm.config.errors import ConfigError
-from calm.data.synthetic.ambiguity import AMBIGUITY_MEASURES, clip_ambiguity
+from calm.data.truth import GroundTruth
 from calm.engine.evaluation.retrieval import SplitEmbeddings
 from calm.metrics.retrieval import DEFAULT_TIES, TIE_RULES, hit_rates, ranks_t2v, ranks_v2t
 from calm.metrics.uncertainty import (
@@ -32,12 +30,11 @@ from calm.metrics.uncertainty import (
     top2_margin,
     uncertainty_report,
 )
-from calm.model.scoring import text_anchor_probs, video_uncertainty
 
 
 def require_vae(model, what: str = "uncertainty evaluation (calm eval --uncertainty)") -> None:
     """A clear error for a model whose alignment has no VAE, so no sigma to evaluate."""
-    if getattr(model, "vae", None) is None:
+    if not getattr(model, "has_vae", False):
         raise ConfigError(
             f"{what} needs a model with a VAE (model.alignment.name: vae, or score mode "
             "anchor_agreement); this model has none, so it has no sigma to evaluate"
@@ -45,38 +42,27 @@ def require_vae(model, what: str = "uncertainty evaluation (calm eval --uncertai
 
 
 @torch.no_grad()
-def video_anchor_distribution(model, frames, mask, chunk: int = 256) -> torch.Tensor:
-    """V_p = softmax of the video's anchor logits, [N_v, K] (float32, CPU)."""
-    anchors = model.anchor_matrix()
-    out = []
-    for i in range(0, frames.shape[0], chunk):
-        m = None if mask is None else mask[i : i + chunk]
-        out.append(model.video_anchor_logits(frames[i : i + chunk], m, anchors)
-                   .softmax(-1).float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def split_uncertainty_scores(model, emb: SplitEmbeddings, device) -> dict[str, np.ndarray]:
-    """Per-video ``sigma`` and ``vp_entropy``, per-text ``sp_entropy`` (numpy float64)."""
+    """Per-video ``sigma`` and ``vp_entropy``, per-text ``sp_entropy`` (numpy float64), from one
+    pass of the anchor branch over the split."""
     require_vae(model)
     model.eval()
-    frames, mask = emb.frames.to(device), emb.mask.to(device)
+    d = model.anchor_distributions(emb.text, emb.frames, emb.mask, device)
     return {
-        "sigma": video_uncertainty(model, frames, mask).cpu().double().numpy(),
-        "vp_entropy": entropy(video_anchor_distribution(model, frames, mask)),
-        "sp_entropy": entropy(text_anchor_probs(model, emb.text.to(device)).cpu()),
+        "sigma": d.sigma.double().numpy(),
+        "vp_entropy": entropy(d.vp),
+        "sp_entropy": entropy(d.sp),
     }
 
 
-def _ambiguity_block(metadata, video_ids: list[str], sigma, vp_entropy) -> dict:
-    amb = clip_ambiguity(metadata, video_ids)
+def _ambiguity_block(truth: GroundTruth, video_ids: list[str], sigma, vp_entropy) -> dict:
+    amb = truth.ambiguity(video_ids)
     return {
-        "metadata": str(metadata),
+        "metadata": str(truth.source),
         "n_clips": len(video_ids),
-        "mean": {k: float(amb[k].mean()) for k in AMBIGUITY_MEASURES},
-        "spearman_sigma": {k: spearman(sigma, amb[k]) for k in AMBIGUITY_MEASURES},
-        "spearman_vp_entropy": {k: spearman(vp_entropy, amb[k]) for k in AMBIGUITY_MEASURES},
+        "mean": {k: float(amb[k].mean()) for k in truth.measures},
+        "spearman_sigma": {k: spearman(sigma, amb[k]) for k in truth.measures},
+        "spearman_vp_entropy": {k: spearman(vp_entropy, amb[k]) for k in truth.measures},
     }
 
 
@@ -127,17 +113,17 @@ def evaluate_uncertainty(
     emb: SplitEmbeddings,
     sim: torch.Tensor,
     device,
-    metadata: str | Path | None = None,
+    truth: GroundTruth | None = None,
 ) -> dict:
     """Everything `calm eval --uncertainty` reports (`calm.reports.uncertainty` draws it).
 
-    `metadata` is a synthetic domain's metadata.json (see `synthetic_metadata_path`); when given,
-    sigma-bar is correlated with each evaluated clip's ambiguity.
+    `truth`: the split's ground truth (`SplitAnnotations.truth`, the synthetic benchmark's);
+    when given, sigma-bar is correlated with each evaluated clip's ambiguity.
     """
     scores = split_uncertainty_scores(model, emb, device)
     result = uncertainty_from_scores(sim, emb.text_to_video, scores)
-    if metadata is not None:
+    if truth is not None:
         result["synthetic"] = _ambiguity_block(
-            metadata, emb.video_ids, scores["sigma"], scores["vp_entropy"]
+            truth, emb.video_ids, scores["sigma"], scores["vp_entropy"]
         )
     return result
