@@ -63,12 +63,14 @@ def step(model, opt, loss_fn, batch) -> float:
     return time.perf_counter() - t0
 
 
-def make_batch(model, batch: int, frames: int, size: int):
+def make_batch(model, batch: int, frames: int, size: int, text_length: int):
+    """Captions tokenized at the training length (`data.text_length`), as the data loader does:
+    per-step anchor prompts are encoded in the same call, cut to that length (only padding)."""
     g = torch.Generator().manual_seed(1)
     video = torch.randn(batch, frames, 3, size, size, generator=g)
     mask = torch.ones(batch, frames, dtype=torch.bool)
     captions = [f"a person is doing activity number {i} in a kitchen" for i in range(batch)]
-    return video, mask, model.backbone.tokenize(captions)
+    return video, mask, model.backbone.tokenize(captions, text_length)
 
 
 def compare(baseline, candidate, batch, steps: int, warmup: int) -> tuple[list, list]:
@@ -96,15 +98,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per model and refresh")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--refresh", nargs="+", default=["epoch", "step", "step:16"],
-                   help="policies to compare: epoch, once, step, or step:N (a window of N)")
+                   help="policies to compare: epoch, step, or step:N (a window of N)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--text-length", type=int, default=32, help="caption tokens (data.text_length)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
 
     baseline = build(a.backbone, "none", "epoch")
     size = a.image_size or baseline[0].backbone.preprocess.image_size
-    batch = make_batch(baseline[0], a.batch, a.frames, size)
+    batch = make_batch(baseline[0], a.batch, a.frames, size, a.text_length)
     print(
         f"{a.backbone}, xpool, batch {a.batch} clips x {a.frames} frames at {size}px, "
         f"AdamW, {a.steps} interleaved steps after {a.warmup} warm-up, "

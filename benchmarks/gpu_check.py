@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--refresh", nargs="+", default=["epoch"], choices=["step", "epoch", "once"],
+    p.add_argument("--refresh", nargs="+", default=["epoch"], choices=["step", "epoch"],
                    help="anchor refresh policies to time for CALM")
     p.add_argument("--no-scoring", action="store_true")
     p.add_argument("--no-input-pipeline", action="store_true",

@@ -11,7 +11,7 @@ from torch.distributions import Categorical, Normal, kl_divergence
 
 from calm.config import AlignmentConfig, ModelConfig, VAEConfig, from_dict
 from calm.model.core import CoreParts
-from calm.model.distributions import anchor_distribution, anchor_logits
+from calm.model.distributions import anchor_logits
 from calm.model.fusion import masked_mean
 from calm.model.losses import ALIGNMENTS, CALMLoss, build_alignment, symmetric_info_nce
 from calm.model.retrieval import CALM
@@ -95,12 +95,12 @@ def test_anchor_distributions_are_distributions(n, k, d, scale, seed):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(n, d, generator=g) * 10
     anchors = torch.randn(k, d, generator=g)
-    probs = anchor_distribution(feats, anchors, scale)
+    probs = anchor_logits(feats, anchors, scale).softmax(-1)
     assert probs.shape == (n, k)
     assert torch.all(probs >= 0)
     torch.testing.assert_close(probs.sum(-1), torch.ones(n))
     # cosine based: the length of the features does not matter
-    torch.testing.assert_close(anchor_distribution(3.0 * feats, anchors, scale), probs)
+    torch.testing.assert_close(anchor_logits(3.0 * feats, anchors, scale).softmax(-1), probs)
     logits = anchor_logits(feats, anchors, scale)
     assert logits.abs().max() <= scale * (1 + 1e-5)
 

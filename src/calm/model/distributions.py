@@ -1,4 +1,5 @@
-"""Anchor distributions: how a video (frame mean) or a text spreads over the K class anchors."""
+"""The scaled cosine logits of features against the K class anchors; their softmax is an anchor
+distribution (V_p, S_p), which `calm.model.anchor_branch` forms."""
 
 from __future__ import annotations
 
@@ -9,8 +10,3 @@ import torch.nn.functional as F
 def anchor_logits(features: torch.Tensor, anchors: torch.Tensor, scale: torch.Tensor | float):
     """s * cos(features, anchors): [N, D] x [K, D] -> [N, K]."""
     return scale * (F.normalize(features, dim=-1) @ F.normalize(anchors, dim=-1).t())
-
-
-def anchor_distribution(features, anchors, scale) -> torch.Tensor:
-    """softmax(s * cos(., P)) -> rows on the probability simplex over the anchors."""
-    return anchor_logits(features, anchors, scale).softmax(dim=-1)
