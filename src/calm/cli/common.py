@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from calm.errors import CalmUserError
 
-class UserError(Exception):
+
+class UserError(CalmUserError):
     """An error in what the user asked for; printed without a traceback."""
 
 

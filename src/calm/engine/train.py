@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig, dump_yaml
 from calm.data.samples import collate
 from calm.data.video import normalize_frames
+from calm.data.worker_errors import WorkerSafeLoader
 from calm.engine import distributed
 from calm.engine.checkpoint import load_model, load_resume_point, save_model, save_resume_point
 from calm.engine.inputs import data_setup
@@ -85,10 +85,10 @@ def train(
     # run's dropout and VAE noise would drift from the uninterrupted run's.
     # Pinned memory lets uint8 batches copy to the GPU asynchronously. Workers are not
     # persistent: they would keep the epoch (and so the caption draws) they started with.
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.data.num_workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(tc.seed))
+    loader = WorkerSafeLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                              num_workers=cfg.data.num_workers, collate_fn=collate,
+                              pin_memory=device.type == "cuda",
+                              generator=torch.Generator().manual_seed(tc.seed))
 
     optimizer = build_optimizer(model, tc)
     scheduler = cosine_with_warmup(optimizer, total_steps, tc.warmup)
