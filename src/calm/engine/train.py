@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -145,8 +146,8 @@ def train(
                 if terms is None:
                     state.skipped_steps += 1
                 else:
-                    scheduler.step()
                     clips += batch["size"] * env.world_size
+                advance_schedule(scheduler, stepped=terms is not None)
                 state.step += 1
                 bar.update(1)
                 if terms is not None:
@@ -190,6 +191,23 @@ def train(
         (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     return {"test": test, "best_val_r1_sum": state.best, "steps": state.step,
             "skipped_videos": len(state.skips), "skipped_steps": state.skipped_steps}
+
+
+def advance_schedule(scheduler, stepped: bool) -> None:
+    """Moves the learning-rate schedule on by one step, also for a skipped step.
+
+    The schedule is a function of `state.step` (total_steps = the steps of the run, whether
+    they updated the weights or not), so a non-finite or too-small batch uses up its step of the
+    schedule rather than shifting every later rate: step k always runs at the rate of step k,
+    and the run ends at the schedule's end. A skipped step has no optimizer.step(), which torch
+    warns about when it is the first; that warning is expected here.
+    """
+    if stepped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from calm.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
-from calm.config.loader import check_required, read_yaml
-from calm.engine.checkpoint import load_model, read_metadata
+from calm.config.loader import check_required, located, read_yaml
+from calm.engine.checkpoint import load_model, read_metadata, read_safetensors_metadata
 from calm.engine.evaluation.checkpoint import evaluate_checkpoint
 from calm.engine.tasks import task_for
 from calm.model.errors import CheckpointError
@@ -64,7 +64,10 @@ def load_config(
             section["options"] = {}  # the file's options belong to its own dataset
         section.update({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
     raw = apply_overrides(raw, list(overrides))
-    return from_dict(ExperimentConfig, check_required(raw))
+    try:
+        return from_dict(ExperimentConfig, check_required(raw))
+    except ConfigError as exc:
+        raise located(exc, path, overrides) from None
 
 
 def clip_config(
@@ -116,6 +119,8 @@ def load_model_or_clip(
         )
     if is_calm_checkpoint(path):
         return load_model(path, device)
+    if path.is_file() and path.suffix == ".safetensors":
+        read_safetensors_metadata(path)  # a cut file is no weights at all: not "wrong CLIP weights"
     return model_from_config(clip_config(path, name, checkpoint_format, overrides), device)
 
 
