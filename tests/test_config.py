@@ -257,7 +257,8 @@ def test_required_fields_marked_with_question_marks(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(ExperimentConfig, path)
     message = str(info.value)
-    assert message.startswith("model.backbone.checkpoint") or message.startswith("data.videos")
+    # the key is named after the file that set it
+    assert message.startswith((f"{path}: model.backbone.checkpoint", f"{path}: data.videos"))
     assert "--set" in message
     filled = load(ExperimentConfig, path, ["model.backbone.checkpoint=/w/ViT-B-32.pt",
                                            "data.videos=/data/videos"])

@@ -588,8 +588,14 @@ def test_runs_finished_before_the_mechanism_blocks_are_completed_without_trainin
         (folder / "result.json").write_text(json.dumps(old))
         (folder / "uncertainty.json").unlink(missing_ok=True)
     trained, evaluated = [], []
+    real_train = experiment.train
     real_eval = experiment.evaluate_checkpoint
-    monkeypatch.setattr(experiment, "train", lambda *a, **k: trained.append(a))
+
+    def train_spy(cfg, run_dir, *args, **kwargs):  # counts calls; a call would really train
+        trained.append(run_dir)
+        return real_train(cfg, run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train", train_spy)
 
     def eval_spy(checkpoint, dataset, annotations, *args, **kwargs):
         evaluated.append((Path(checkpoint).parents[2].relative_to(out / "cells").as_posix(),

@@ -1,6 +1,6 @@
 """The architecture as a test: imports point one way, and only `calm.model` touches the anchor bank.
 
-Layers, bottom to top: config, metrics, io, clock and the registry; data and model (which know
+Layers, bottom to top: errors, config, metrics, io, clock and the registry; data and model (which know
 nothing of each other); engine; reports; toy_clip; experiments; demo and the Python API; search;
 the command line. Inside `engine` the evaluation functions sit below the task objects, and the
 drivers and the training loop above them. Imports inside functions count like any other.
@@ -14,7 +14,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 PACKAGE_RANK = {
-    "config": 0, "metrics": 0, "io": 0, "clock": 0, "registry": 0, "calm": 0,
+    "errors": 0, "config": 0, "metrics": 0, "io": 0, "clock": 0, "registry": 0, "calm": 0,
     "data": 1, "model": 1,
     "engine": 2, "reports": 3, "toy_clip": 4, "experiments": 5, "demo": 6, "api": 6,
     "search": 7, "cli": 8, "__main__": 9,
@@ -24,6 +24,7 @@ ENGINE_RANK = {
     "calm.engine.sampler": 0, "calm.engine.runlog": 0, "calm.engine.optim": 0,
     "calm.engine.inputs": 0, "calm.engine.state": 0, "calm.engine.checkpoint": 0,
     "calm.engine.models": 1, "calm.engine.evaluation": 1, "calm.engine.evaluation.sharded": 1,
+    "calm.engine.evaluation.gallery": 1,
     "calm.engine.evaluation.retrieval": 2, "calm.engine.evaluation.captioning": 2,
     "calm.engine.evaluation.anchors": 3, "calm.engine.evaluation.uncertainty": 3,
     "calm.engine.tasks": 4, "calm.engine.train": 5, "calm.engine.drivers": 5,

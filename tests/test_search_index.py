@@ -149,15 +149,44 @@ def test_a_folder_that_is_not_an_index_is_not_overwritten(model, library, tmp_pa
 def test_a_symlink_out_of_the_folder_is_not_indexed(model, library, tmp_path):
     outside = write_clip(tmp_path / "elsewhere" / "secret.mp4", num_frames=30, width=48, height=32)
     os.symlink(outside, library / "link.mp4")
-    build_index(model, library, tmp_path / "idx")
-    assert "link.mp4" not in SearchIndex(tmp_path / "idx").paths
+    os.symlink(library / "part0" / "clip0.mp4", library / "inside.mp4")  # stays: inside
+    report = build_index(model, library, tmp_path / "idx")
+    paths = SearchIndex(tmp_path / "idx").paths
+    assert "link.mp4" not in paths and "inside.mp4" in paths
+    assert report["found"] == 12  # 10 clips, broken.mp4, inside.mp4
+    (left_out,) = report["left_out"]
+    assert left_out["path"] == "link.mp4"
+    assert str(outside.resolve()) in left_out["reason"] and "outside" in left_out["reason"]
+
+
+def test_a_folder_of_links_leading_out_says_what_it_left_out_and_why(ckpt, tmp_path, capsys):
+    """Links out of the folder, a dangling link and a link to a folder: none is indexed, each is
+    counted and listed with its reason, and the note says why nothing was found."""
+    elsewhere = write_library(tmp_path / "elsewhere", clips=2)
+    links = tmp_path / "links"
+    links.mkdir()
+    for clip in sorted(elsewhere.rglob("clip*.mp4")):
+        os.symlink(clip, links / clip.name)
+    os.symlink(tmp_path / "gone.mp4", links / "dangling.mp4")
+    os.symlink(elsewhere / "part0", links / "more")
+    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(links), "--out",
+                      str(tmp_path / "idx"), "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{links.resolve()}: 0 video files found, 4 symbolic links left out" in printed
+    for name, why in [("clip0.mp4", "outside"), ("clip1.mp4", "outside"),
+                      ("dangling.mp4", "does not exist"), ("more", "not followed")]:
+        (line,) = [x for x in printed.splitlines() if x.startswith(f"  left out: {name}: ")]
+        assert why in line, line
+    assert "note: no video files under" in printed and "4 symbolic links were left out" in printed
+    assert json.loads(printed.strip().splitlines()[-1])["left_out"] == 4
 
 
 def test_cli_index_and_search(ckpt, library, tmp_path, capsys):
     out = tmp_path / "idx"
     assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
-                      str(out), "--workers", "0", "--no-progress"]) == 0
+                      str(out), "--workers", "0", "--no-progress"]) == 1  # broken.mp4 failed
     printed = capsys.readouterr().out
+    assert "11 video files found" in printed
     assert "10 videos indexed" in printed and "failed: broken.mp4" in printed
     assert calm_main(["search", "--index", str(out), "a red block", "-k", "3", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)

@@ -15,7 +15,7 @@ from calm.config import ExperimentConfig, from_dict
 from calm.data.benchmarks.common import load_split
 from calm.engine.train import train
 from tests.engine_fixtures import tiny_config, write_config, write_tiny_msrvtt
-from tests.videos import truncate_file, write_garbage
+from tests.videos import moving_image, truncate_file, write_clip, write_garbage
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +67,31 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     pointer = json.loads((run / "checkpoints" / "last.json").read_text())
     assert pointer["step"] >= 5, out.decode()[-2000:]
     assert (run / "checkpoints" / pointer["weights"]).is_file()
+
+
+def test_a_skipped_step_keeps_the_schedule_in_step_with_the_step_counter(tmp_path):
+    """Three good and three undecodable training videos in batches of three: every epoch has
+    exactly one step with fewer than two pairs, which is skipped (the path a non-finite loss
+    takes under `nonfinite_loss: skip`). The schedule still advances with every step, so the
+    resume point's scheduler is at the run's step count and the run ends at the cosine's end
+    (rate 0), not three steps short of it."""
+    from calm.engine.checkpoint import load_state
+    from tests.bad_input_fixtures import model_config, write_jsonl
+
+    clips = tmp_path / "clips"
+    good = [f"good{i}.mp4" for i in range(3)]
+    for i, name in enumerate(good):
+        write_clip(clips / name, num_frames=8, width=32, height=32,
+                   frame_fn=lambda k, w, h, i=i: moving_image(k + 5 * i, w, h))
+    bad = [write_garbage(clips / f"bad{i}.mp4", seed=i).name for i in range(3)]
+    raw = model_config(workers=0, policy="skip")
+    raw["data"].update(annotations=str(write_jsonl(tmp_path / "data.jsonl", good + bad, good[:2])),
+                       videos=str(clips))
+    raw["train"].update(batch_size=3, epochs=3, nonfinite_loss="skip")
+    result = train(from_dict(ExperimentConfig, raw), tmp_path / "run", progress=False)
+    assert (result["steps"], result["skipped_steps"], result["skipped_videos"]) == (6, 3, 3)
+    ckpt = tmp_path / "run" / "checkpoints"
+    state = load_state(ckpt / json.loads((ckpt / "last.json").read_text())["state"])
+    assert state["position"]["step"] == 6
+    assert state["scheduler"]["last_epoch"] == 6
+    assert state["scheduler"]["_last_lr"] == [0.0] * len(state["scheduler"]["_last_lr"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from calm.errors import CalmUserError
 
-class UserError(Exception):
+
+class UserError(CalmUserError):
     """An error in what the user asked for; printed without a traceback."""
 
 
@@ -42,3 +44,24 @@ def loader_option(text: str) -> tuple[str, object]:
     import yaml
 
     return key.strip(), yaml.safe_load(value)
+
+
+def print_dropped(command: str, where: str, metrics: dict, file=None) -> None:
+    """Says on stderr which videos an evaluation left out and on how many it was computed.
+
+    `metrics` is an evaluation result (calm.engine.evaluation.gallery adds `gallery` and
+    `dropped`); nothing is printed when nothing was dropped.
+    """
+    import sys
+
+    dropped = metrics.get("dropped") or []
+    if not dropped:
+        return
+    file = file or sys.stderr
+    g = metrics["gallery"]
+    print(f"calm {command}: {where}: {len(dropped)} of {g['split_videos']} videos could not be "
+          f"decoded and were left out with their {g['split_texts'] - g['texts']} texts; the "
+          f"metrics are on {g['videos']} videos and {g['texts']} texts", file=file)
+    for d in dropped:
+        texts = "; ".join(repr(t) for t in d["texts"]) or "none"
+        print(f"  dropped: {d['path']}: {d['reason']} (texts: {texts})", file=file)

@@ -50,7 +50,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from calm.cli.common import UserError
+    from calm.cli.common import UserError, print_dropped
     from calm.engine.drivers import evaluate_checkpoint
 
     if args.figure and not args.uncertainty:
@@ -79,6 +79,7 @@ def run(args) -> int:
         from calm.reports.uncertainty import uncertainty_figure
 
         result["uncertainty"]["figure"] = str(uncertainty_figure(result["uncertainty"], figure))
+    print_dropped("eval", f"{result['dataset']}/{result['split']}", result)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""`calm index --checkpoint CKPT --videos DIR --out INDEX [--workers N]`: build or update an index."""
+"""`calm index --checkpoint CKPT --videos DIR --out INDEX [--workers N]`: build or update an index.
+
+Prints the video files found, the symbolic links left out (with why), the index's counts and
+every file that could not be decoded. Exit status 1 when some file failed (the index of the
+others is written all the same), 2 on an error in what was given.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     report = build_index(model, args.videos, args.out, workers=args.workers,
                          progress=not args.no_progress, batch_size=args.batch_size)
+    left_out = report["left_out"]
+    print(f"{report['videos_dir']}: {report['found']} video files found"
+          + (f", {len(left_out)} symbolic links left out" if left_out else ""))
+    for link in left_out:
+        print(f"  left out: {link['path']}: {link['reason']}")
     print(f"{report['index']}: {report['indexed']} videos indexed ({report['new']} new, "
           f"{report['kept']} unchanged, {report['removed']} removed), {report['failed']} failed, "
           f"in {report['seconds']:.1f} s")
@@ -42,5 +52,6 @@ def run(args) -> int:
         print(f"  failed: {failure['path']}: {failure['reason']}")
     if report.get("note"):
         print(f"  note: {report['note']}")
-    print(json.dumps({k: report[k] for k in ("indexed", "new", "kept", "removed", "failed")}))
-    return 0
+    counts = {k: report[k] for k in ("found", "indexed", "new", "kept", "removed", "failed")}
+    print(json.dumps({**counts, "left_out": len(left_out)}))
+    return 1 if report["failed"] else 0

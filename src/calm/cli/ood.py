@@ -30,7 +30,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from calm.cli.common import UserError
+    from calm.cli.common import UserError, print_dropped
     from calm.engine.drivers import Target, ood_matrix, synthetic_targets
     from calm.reports.ood import write_ood
 
@@ -44,6 +44,9 @@ def run(args) -> int:
         label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         checkpoints.append((label or Path(path).parent.parent.name or Path(path).stem, path))
     matrix = ood_matrix(checkpoints, targets)
+    for label, row in matrix["results"].items():
+        for name, result in row.items():
+            print_dropped("ood", f"{label} on {name}", result)
     files = write_ood(matrix, args.out)
     print(Path(files["markdown"]).read_text())
     print(json.dumps({k: str(v) for k, v in files.items()}))

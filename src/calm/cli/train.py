@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from calm.cli.common import add_config_args
+from calm.cli.common import add_config_args, print_dropped
 
 
 def register(sub) -> None:
@@ -44,5 +44,20 @@ def run(args) -> int:
               file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":
+        print_skipped(run_dir, result["skipped_videos"])
+        print_dropped("train", "test split", result["test"])
         print(json.dumps({"run_dir": str(run_dir), **result}, indent=2))
     return 0
+
+
+def print_skipped(run_dir, count: int) -> None:
+    """Lists on stderr the training videos the `skip` policy left out (from skipped_videos.json)."""
+    if not count:
+        return
+    from pathlib import Path
+
+    log = Path(run_dir) / "skipped_videos.json"
+    print(f"calm train: {count} training videos could not be decoded and were skipped "
+          f"(listed in {log}):", file=sys.stderr)
+    for record in json.loads(log.read_text())["videos"]:
+        print(f"  skipped: {record['path']}: {record['reason']}", file=sys.stderr)

@@ -1,2 +1,5 @@
-class ConfigError(ValueError):
+from calm.errors import CalmUserError
+
+
+class ConfigError(CalmUserError, ValueError):
     """A configuration value or key is wrong; the message names the dotted key."""

@@ -1,12 +1,14 @@
 """Typed dataclass configs from YAML plus `key=value` overrides.
 
 Every key is checked: unknown keys, wrong types and bad values raise ConfigError naming
-the dotted key, so a typo never silently falls back to a default.
+the dotted key, so a typo never silently falls back to a default; `load` adds where the key was
+set (the config file, unless a `--set` override set it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -191,13 +193,29 @@ def check_required(data: Any, prefix: str = "", allow_missing: bool = False) -> 
     return data
 
 
+def located(exc: ConfigError, path: str | Path | None, overrides=()) -> ConfigError:
+    """`exc` prefixed with the config file `path` when its key was set there, not by a `--set`
+    override (whose key the message names already)."""
+    text = str(exc)
+    unknown = re.match(r"unknown config key '([^']+)'", text)
+    key = unknown.group(1) if unknown else text.split(":", 1)[0]
+    for override in reversed(list(overrides)):
+        set_here = override.split("=", 1)[0].strip()
+        if key == set_here or key.startswith(set_here + "."):
+            return exc
+    return ConfigError(f"{path}: {text}") if path is not None else exc
+
+
 def load(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
     allow_missing: bool = False,
 ) -> T:
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, check_required(data, allow_missing=allow_missing))
+    try:
+        return from_dict(cls, check_required(data, allow_missing=allow_missing))
+    except ConfigError as exc:
+        raise located(exc, path, overrides or []) from None
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:

@@ -1,4 +1,7 @@
-class DataError(ValueError):
+from calm.errors import CalmUserError
+
+
+class DataError(CalmUserError, ValueError):
     """Bad input data: the message names the file (and row) and the problem."""
 
 
@@ -9,3 +12,6 @@ class VideoDecodeError(DataError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # rebuilt from (path, reason), not from the one-string message
+        return type(self), (self.path, self.reason)

@@ -8,6 +8,7 @@ of frames, so one bad download never stops a run of thousands and the caller lis
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,20 @@ def collate_files(items: list[FileItem]) -> dict:
     }
 
 
-def scan_videos(root: Path) -> list[Path]:
+@dataclass
+class FolderScan:
+    """The video files of a folder, and what was left out of them, as (path, reason)."""
+
+    videos: list[Path]
+    left_out: list[tuple[Path, str]]
+
+
+def scan_videos(root: Path) -> FolderScan:
     """Video files under `root` (recursively, sorted) whose real location is inside `root`.
 
-    A symlink leading out of the folder is left out: an index of a folder holds only that folder.
+    Symbolic links are left out, each with its reason, when they lead out of the folder (an
+    index of a folder holds only that folder), when their target is gone, or when they lead to
+    a folder (not followed: inside, it would index files twice; outside, it leaves the folder).
     """
     from calm.data.prepare import find_videos
 
@@ -126,4 +137,19 @@ def scan_videos(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     real_root = root.resolve()
-    return [p for p in find_videos(root) if p.resolve().is_relative_to(real_root)]
+    videos, left_out = [], []
+    for path in find_videos(root):
+        if not path.exists():
+            left_out.append((path, f"symbolic link to {os.readlink(path)}, which does not exist"))
+        elif not path.resolve().is_relative_to(real_root):
+            left_out.append((path, f"symbolic link to {path.resolve()}, outside {real_root}"))
+        else:
+            videos.append(path)
+    for folder, dirs, _ in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in dirs:
+            link = Path(folder) / name
+            if link.is_symlink():
+                left_out.append((link, f"symbolic link to the folder {link.resolve()}; links to "
+                                       "folders are not followed"))
+    return FolderScan(videos, sorted(left_out))

@@ -7,8 +7,8 @@ engine normalises each batch on its device (`calm.data.video.normalize_frames`).
 
 Missing or undecodable videos follow one of two policies:
 - `error` (default): the sampler's `VideoDecodeError`, which names the path and the reason, is
-  raised. (Inside DataLoader workers torch re-raises it in the main process as a RuntimeError
-  carrying the same message, because it cannot rebuild the exception from a message alone.)
+  raised. Loaded through `calm.data.worker_errors.WorkerSafeLoader`, it reaches the main process
+  as itself from DataLoader workers too (plain torch would turn it into a RuntimeError).
 - `skip`: `__getitem__` returns a `SkippedVideo` record instead of an item; `collate` drops it and
   lists it under `batch["skipped"]`, so the main process sees every skip even when workers do
   the decoding, and `SkipLog` accumulates them for the run directory. A black frame is never

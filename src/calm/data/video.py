@@ -169,10 +169,14 @@ def open_video(path) -> tuple[av.container.InputContainer, av.video.stream.Video
         raise VideoDecodeError(path, "file does not exist")
     if not p.is_file():
         raise VideoDecodeError(path, "not a regular file")
+    if p.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
     try:
         container = av.open(str(p))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(path, f"PyAV cannot open it as a video: {exc}") from exc
+        # FFmpeg's own text ("Invalid data found when processing input"), not its errno and path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise VideoDecodeError(path, f"PyAV cannot open it as a video: {reason}") from exc
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "no video stream")

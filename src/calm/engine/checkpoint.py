@@ -52,16 +52,21 @@ def save_model(path: Path, model: nn.Module, cfg: ExperimentConfig, meta: dict |
     return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata of any safetensors file; CheckpointError for a cut or garbled one."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a calm checkpoint "
                               "(a run's checkpoints/best.safetensors)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+    metadata = read_safetensors_metadata(path)
     if metadata.get("format") != "calm-checkpoint-v1":
         raise CheckpointError(
             f"checkpoint {path} is not a calm checkpoint (no calm config in its metadata)"

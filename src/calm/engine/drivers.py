@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calm.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
-from calm.config.loader import check_required, read_yaml
+from calm.config.loader import check_required, located, read_yaml
 from calm.data.benchmarks.common import default_text_length
 from calm.data.errors import DataError
 from calm.engine.inputs import data_setup
@@ -60,7 +60,7 @@ def evaluate_checkpoint(
 
     `uncertainty`: also measure the VAE's sigma (an `"uncertainty"` block; retrieval models with
     a VAE only, refused before any encoding). `loaded`: a `(model, config, meta)` already built
-    (e.g. zero_shot.model_from_config); `options`: the target dataset's loader options (a
+    (e.g. `calm.engine.models.model_from_config`); `options`: the target dataset's loader options (a
     checkpoint's own never carry over); `anchor_prompts`: the `model.anchors` section whose
     prompts measure a model trained without anchors (zero-shot anchor diagnostics).
     """
@@ -99,7 +99,10 @@ def load_config(
             section["options"] = {}  # the file's options belong to its own dataset
         section.update({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
     raw = apply_overrides(raw, list(overrides))
-    return from_dict(ExperimentConfig, check_required(raw))
+    try:
+        return from_dict(ExperimentConfig, check_required(raw))
+    except ConfigError as exc:
+        raise located(exc, path, overrides) from None
 
 
 def evaluate_config(cfg: ExperimentConfig, split: str = "test", **kwargs) -> dict:

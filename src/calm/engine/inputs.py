@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from calm.config.errors import ConfigError
 from calm.config.schema import DataConfig
@@ -15,6 +15,7 @@ from calm.data.errors import DataError
 from calm.data.frame_cache import FrameCache
 from calm.data.samples import PairDataset, TextDataset, VideoDataset, collate
 from calm.data.video import FrameSampler, FrameSpec
+from calm.data.worker_errors import WorkerSafeLoader
 from calm.model.backbone import Preprocess
 
 
@@ -52,7 +53,7 @@ class DataSetup:
             seed=seed,
         )
 
-    def video_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
+    def video_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> WorkerSafeLoader:
         dataset = VideoDataset(ann, self.sampler("test", ann=ann), self.cfg.missing_video)
         return self._loader(_shard(dataset, *shard), batch_size)
 
@@ -77,11 +78,11 @@ class DataSetup:
             )
         return cached
 
-    def text_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> DataLoader:
+    def text_loader(self, ann: SplitAnnotations, batch_size: int, shard=(0, 1)) -> WorkerSafeLoader:
         return self._loader(_shard(TextDataset(ann, self.tokenize), *shard), batch_size)
 
-    def _loader(self, dataset, batch_size: int, **kwargs) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset, batch_size: int, **kwargs) -> WorkerSafeLoader:
+        return WorkerSafeLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.cfg.num_workers,

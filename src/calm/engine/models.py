@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from calm.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
-from calm.engine.checkpoint import load_model, read_metadata
+from calm.engine.checkpoint import load_model, read_metadata, read_safetensors_metadata
 from calm.model.errors import CheckpointError
 from calm.model.factory import build_model
 from calm.model.fusion import FUSION_HEADS
@@ -103,4 +103,6 @@ def open_model(
         )
     if is_calm_checkpoint(path):
         return LoadedModel(*load_model(path, device))
+    if path.is_file() and path.suffix == ".safetensors":
+        read_safetensors_metadata(path)  # a cut file is no weights at all: not "wrong CLIP weights"
     return model_from_config(clip_config(path, name, checkpoint_format, overrides), device)

@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from calm.config import ConfigError, ExperimentConfig, dump_yaml
 from calm.data.samples import collate
 from calm.data.video import normalize_frames
+from calm.data.worker_errors import WorkerSafeLoader
 from calm.engine import distributed
 from calm.engine.checkpoint import load_resume_point, save_model, save_resume_point
 from calm.engine.inputs import data_setup
@@ -86,10 +87,10 @@ def train(
     # run's dropout and VAE noise would drift from the uninterrupted run's.
     # Pinned memory lets uint8 batches copy to the GPU asynchronously. Workers are not
     # persistent: they would keep the epoch (and so the caption draws) they started with.
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.data.num_workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(tc.seed))
+    loader = WorkerSafeLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                              num_workers=cfg.data.num_workers, collate_fn=collate,
+                              pin_memory=device.type == "cuda",
+                              generator=torch.Generator().manual_seed(tc.seed))
 
     optimizer = build_optimizer(model, tc)
     scheduler = cosine_with_warmup(optimizer, total_steps, tc.warmup)
@@ -146,8 +147,8 @@ def train(
                 if terms is None:
                     state.skipped_steps += 1
                 else:
-                    scheduler.step()
                     clips += batch["size"] * env.world_size
+                advance_schedule(scheduler, stepped=terms is not None)
                 state.step += 1
                 bar.update(1)
                 if terms is not None:
@@ -191,6 +192,23 @@ def train(
         (run_dir / "test_metrics.json").write_text(json.dumps(test, indent=2))
     return {"test": test, "best_val_r1_sum": state.best, "steps": state.step,
             "skipped_videos": len(state.skips), "skipped_steps": state.skipped_steps}
+
+
+def advance_schedule(scheduler, stepped: bool) -> None:
+    """Moves the learning-rate schedule on by one step, also for a skipped step.
+
+    The schedule is a function of `state.step` (total_steps = the steps of the run, whether
+    they updated the weights or not), so a non-finite or too-small batch uses up its step of the
+    schedule rather than shifting every later rate: step k always runs at the rate of step k,
+    and the run ends at the schedule's end. A skipped step has no optimizer.step(), which torch
+    warns about when it is the first; that warning is expected here.
+    """
+    if stepped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 def train_step(net, model, loss_fn, batch, optimizer, scaler, device, tc, state,

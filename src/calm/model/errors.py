@@ -1,7 +1,9 @@
 """Errors of model weights, importable without torch (the command line catches them)."""
 
+from calm.errors import CalmUserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(CalmUserError, ValueError):
     """A named checkpoint is missing or cannot be read; says what to pass instead."""
 
 

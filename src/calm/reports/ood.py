@@ -60,12 +60,23 @@ def heatmap(matrix: dict, path: str | Path, metric: str = "R@1",
     return save(fig, path, dpi=120)
 
 
+def dropped_note(matrix: dict) -> str:
+    """The videos each cell left out of its gallery (with their texts), or "" when none."""
+    lines = [f"- {label} on {name}: {d['path']}: {d['reason']} ({len(d['texts'])} texts)"
+             for label, row in matrix["results"].items() for name, result in row.items()
+             for d in result.get("dropped", [])]
+    if not lines:
+        return ""
+    return "\nVideos that could not be decoded, left out with their texts:\n\n" + "\n".join(lines) + "\n"
+
+
 def write_ood(matrix: dict, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "ood.json").write_text(json.dumps(matrix, indent=2))
     views = default_views(matrix)
     md = "\n".join(markdown_table(matrix, metric, direction) for metric, direction in views)
+    md += dropped_note(matrix)
     (out_dir / "ood.md").write_text(md)
     return {"json": out_dir / "ood.json", "markdown": out_dir / "ood.md",
             "heatmap": heatmap(matrix, out_dir / "ood_heatmap.png", *views[0])}

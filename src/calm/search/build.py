@@ -64,12 +64,16 @@ class FileStat:
     mtime_ns: int
 
 
-def stat_files(root: Path) -> list[FileStat]:
+def stat_files(root: Path) -> tuple[list[FileStat], list[dict]]:
+    """The folder's video files, and the links left out of them ({"path", "reason"})."""
+    scan = scan_videos(root)
     out = []
-    for path in scan_videos(root):
+    for path in scan.videos:
         st = path.stat()
         out.append(FileStat(path.relative_to(root).as_posix(), path, st.st_size, st.st_mtime_ns))
-    return out
+    left_out = [{"path": path.relative_to(root).as_posix(), "reason": reason}
+                for path, reason in scan.left_out]
+    return out, left_out
 
 
 class _Rows:
@@ -129,7 +133,7 @@ def build_index(
             )
     elif out.exists() and any(out.iterdir()):
         raise SearchIndexError(f"{out} exists and is not a calm search index; choose an empty folder")
-    files = stat_files(root)
+    files, left_out = stat_files(root)
     old_rows = {v.path: (i, v) for i, v in enumerate(old.videos)} if old else {}
     old_failed = {f["path"]: f for f in old.failures} if old else {}
     keep, failures, todo = [], [], []
@@ -188,6 +192,8 @@ def build_index(
         "index": str(out),
         "videos_dir": str(root),
         "checkpoint": manifest.checkpoint["path"],
+        "found": len(files),
+        "left_out": left_out,
         "indexed": len(entries),
         "new": len(todo) - len(new_failures),
         "kept": len(keep),
@@ -197,7 +203,8 @@ def build_index(
         "seconds": round(time.time() - started, 2),
         "workers": workers,
     }
-    if not entries and not failures:
-        report["note"] = f"no video files under {root}"
+    if not files:
+        report["note"] = f"no video files under {root}" + (
+            f"; {len(left_out)} symbolic links were left out" if left_out else "")
     store.commit(out, manifest, report)
     return report

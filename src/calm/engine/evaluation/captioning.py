@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from calm.data.annotations import SplitAnnotations
+from calm.data.errors import DataError
 from calm.data.samples import SkipLog
 from calm.data.video import normalize_frames
+from calm.engine.evaluation.gallery import gallery_report, require_videos
 from calm.engine.evaluation.sharded import map_shards
 from calm.engine.inputs import DataSetup
 from calm.engine.runtime import autocast
@@ -38,10 +40,11 @@ def evaluate_captioning(model, ann: SplitAnnotations, data: DataSetup, batch_siz
     """COCO caption metrics of generated captions against all of each video's captions."""
     predictions, skips = generate_captions(model, ann, data, batch_size, device, precision,
                                            progress)
+    require_videos(ann, len(predictions), skips)
     groups = ann.captions_per_video()
     ids = [v for v in sorted(predictions) if groups[v]]
     if not ids:
-        raise RuntimeError(f"{ann.dataset}/{ann.split}: no video with captions could be decoded "
+        raise DataError(f"{ann.dataset}/{ann.split}: no video with captions could be decoded "
                            f"({len(ann.videos)} videos, {len(ann.texts)} captions in the split)")
     preds = {ann.videos[v].video_id: predictions[v] for v in ids}
     refs = {ann.videos[v].video_id: [ann.texts[t].text for t in groups[v]] for v in ids}
@@ -50,6 +53,4 @@ def evaluate_captioning(model, ann: SplitAnnotations, data: DataSetup, batch_siz
     result["n_references"] = sum(len(r) for r in refs.values())
     result["examples"] = [{"video_id": k, "caption": preds[k], "references": refs[k][:3]}
                           for k in list(preds)[:examples]]
-    if len(skips):
-        result["skipped_videos"] = len(skips)
-    return result
+    return {**result, **gallery_report(ann, skips)}

@@ -13,6 +13,7 @@ import torch
 from calm.config.schema import ScoreConfig
 from calm.data.annotations import SplitAnnotations
 from calm.data.video import normalize_frames
+from calm.engine.evaluation.gallery import gallery_report, require_videos
 from calm.engine.evaluation.sharded import map_shards
 from calm.engine.inputs import DataSetup
 from calm.engine.runtime import autocast
@@ -31,8 +32,8 @@ class SplitEmbeddings:
     text_to_video: np.ndarray  # ground-truth column of each kept text
     text_ids: list[str]
     video_ids: list[str]
-    skipped: dict = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)  # the kept captions themselves
+    gallery: dict = field(default_factory=dict)  # gallery_report: sizes and the dropped videos
 
 
 @torch.no_grad()
@@ -62,8 +63,7 @@ def encode_split(
     text_feats, _ = map_shards(lambda shard: data.text_loader(ann, 4 * batch_size, shard),
                                text_of, "encode texts", progress)
     kept_videos = sorted(video_feats)
-    if not kept_videos:
-        raise RuntimeError(f"{ann.dataset}/{ann.split}: no video could be decoded")
+    require_videos(ann, len(kept_videos), skips)
     column = {v: i for i, v in enumerate(kept_videos)}
     keep_text = [i for i, t in enumerate(ann.texts) if t.video_index in column]
     return SplitEmbeddings(
@@ -73,8 +73,8 @@ def encode_split(
         text_to_video=np.array([column[ann.texts[i].video_index] for i in keep_text], dtype=np.int64),
         text_ids=[ann.texts[i].text_id or str(i) for i in keep_text],
         video_ids=[ann.videos[v].video_id for v in kept_videos],
-        skipped=skips.to_dict() if len(skips) else {},
         texts=[ann.texts[i].text for i in keep_text],
+        gallery=gallery_report(ann, skips),
     )
 
 
@@ -87,10 +87,7 @@ def score_embeddings(model: CALM, emb: SplitEmbeddings, cfg: ScoreConfig, device
 
 
 def metrics_from_sim(sim: torch.Tensor, emb: SplitEmbeddings) -> dict:
-    result = retrieval_metrics(sim, emb.text_to_video)
-    if emb.skipped:
-        result["skipped_videos"] = emb.skipped["skipped_videos"]
-    return result
+    return {**retrieval_metrics(sim, emb.text_to_video), **emb.gallery}
 
 
 def evaluate(
