@@ -74,9 +74,18 @@ def test_anchors_of_gives_top_labels_with_probabilities(model, encoded):
     assert tops[0][0][1] == pytest.approx(float(full[0].max()))
 
 
-def test_uncertainty_is_one_positive_sigma_per_video(model, encoded):
+def test_uncertainty_is_the_mean_posterior_sigma_of_each_video(model, encoded):
     sigma = model.uncertainty(encoded)
-    assert sigma.shape == (4,) and bool((sigma > 0).all())
+    assert sigma.shape == (4,)
+    # by hand: V_p -> the VAE encoder's output, whose second half is log sigma^2 per latent dim
+    vae = model.model.vae
+    with torch.no_grad():
+        log_var = vae.encoder(model.anchor_probs(encoded))[:, vae.latent_dim:]
+    expected = torch.sqrt(torch.exp(log_var)).sum(dim=1) / vae.latent_dim
+    torch.testing.assert_close(sigma, expected, atol=1e-6, rtol=1e-5)
+    assert len(set(sigma.tolist())) == 4  # each video its own value, not one for the batch
+    # a video's sigma depends on that video alone, whatever else is asked with it
+    torch.testing.assert_close(model.uncertainty(_rows(encoded, [3, 1])), sigma[[3, 1]])
 
 
 def test_models_without_anchors_or_vae_say_so(tmp_path, encoded):

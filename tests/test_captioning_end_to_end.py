@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+from calm.metrics import METRIC_NAMES, caption_metrics
 from tests.test_end_to_end import calm
 
 pytestmark = pytest.mark.slow
@@ -34,9 +37,19 @@ def test_captioning_cli(tmp_path):
     run = tmp_path / "run"
     calm("train", "--config", tmp_path / "cap.yaml", "--out", run, "--no-progress")
     test = json.loads((run / "test_metrics.json").read_text())
-    for key in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
-        assert 0.0 <= test[key] <= 1000.0, key
     assert test["selected_by"]["metric"] == "CIDEr"
+    # the reference: every test clip captioned one by one by `calm caption` (beam 2, as the
+    # config), scored against the 1k-A file's sentence of that clip
+    with open(data / domain["annotations"] / "MSRVTT_JSFUSION_test.csv", newline="") as f:
+        references = {r["video_id"]: [r["sentence"]] for r in csv.DictReader(f)}
+    videos = data / domain["videos"]
+    printed = calm("caption", "--checkpoint", run / "checkpoints" / "best.safetensors",
+                   *[videos / f"{v}.mp4" for v in references], "--beam-size", "2")
+    captions = {Path(p).stem: c for p, c in (line.split("\t") for line in printed.splitlines())}
+    assert set(captions) == set(references) and test["n_videos"] == len(references)
+    by_hand = caption_metrics(captions, references)
+    assert {k: test[k] for k in METRIC_NAMES} == pytest.approx(by_hand, abs=1e-6)
+    assert any(by_hand[k] > 0 for k in METRIC_NAMES)  # a comparison of numbers, not of zeros
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records if r["kind"] != "train"] == ["val", "val", "test"]
 
@@ -90,4 +103,13 @@ def test_captioning_trains_under_torchrun_with_two_processes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
-    assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= set(test)
+    # the two processes captioned disjoint halves of the test split; together they must give
+    # what one process gives on the whole split with the same checkpoint
+    single = json.loads(calm("eval", "--checkpoint",
+                             tmp_path / "run" / "checkpoints" / "best.safetensors",
+                             "--dataset", "msrvtt", "--annotations", data / "msrvtt/annotations",
+                             "--videos", data / "msrvtt/videos", "--split", "test"))
+    with open(data / "msrvtt/annotations/MSRVTT_JSFUSION_test.csv", newline="") as f:
+        assert test["n_videos"] == single["n_videos"] == len(list(csv.DictReader(f)))
+    assert {k: test[k] for k in METRIC_NAMES} == pytest.approx(
+        {k: single[k] for k in METRIC_NAMES}, abs=1e-6)

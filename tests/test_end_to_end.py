@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from calm.metrics import retrieval_metrics
+from calm.api import load
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +79,28 @@ def test_cli_end_to_end(tmp_path):
     assert sim.dtype == np.float32
     assert sim.shape == (evaluation["n_texts"], evaluation["n_videos"])
     assert len(ids["text_ids"]) == sim.shape[0] and len(ids["video_ids"]) == sim.shape[1]
-    recomputed = retrieval_metrics(sim, np.array(ids["text_to_video"]))
-    assert recomputed["t2v"] == evaluation["t2v"] and recomputed["v2t"] == evaluation["v2t"]
+    # the ground truth is the 1k-A file's: each text's key and its video
+    with open(data / domain["annotations"] / "MSRVTT_JSFUSION_test.csv", newline="") as f:
+        rows = {r["key"]: r for r in csv.DictReader(f)}
+    t2v = np.array(ids["text_to_video"])
+    assert sorted(ids["text_ids"]) == sorted(rows)
+    assert [ids["video_ids"][v] for v in t2v] == [rows[k]["video_id"] for k in ids["text_ids"]]
+    # the matrix holds the model's scores: two entries against the Python API's
+    api = load(ckpt)
+    for i, j in ((0, int(t2v[0])), (1, 0)):
+        score = api.score([rows[ids["text_ids"][i]]["sentence"]],
+                          [data / domain["videos"] / f"{ids['video_ids'][j]}.mp4"])
+        assert float(score) == pytest.approx(float(sim[i, j]), abs=1e-4)
+    # the reported metrics by hand: no ties in the matrix, so a rank is a position in a sort
+    assert len(np.unique(sim)) == sim.size
+    t2v_rank = np.array([1 + list(np.argsort(-row)).index(v) for row, v in zip(sim, t2v)])
+    v2t_rank = np.array([1 + min(list(np.argsort(-sim[:, v])).index(t) for t in np.flatnonzero(t2v == v))
+                         for v in range(sim.shape[1]) if (t2v == v).any()])
+    for name, ranks in (("t2v", t2v_rank), ("v2t", v2t_rank)):
+        by_hand = {"R@1": 100 * np.mean(ranks <= 1), "R@5": 100 * np.mean(ranks <= 5),
+                   "R@10": 100 * np.mean(ranks <= 10), "MdR": np.median(ranks),
+                   "MnR": np.mean(ranks)}
+        assert evaluation[name] == pytest.approx(by_hand), name
     assert evaluation["t2v"] == summary["test"]["t2v"]
 
     ood_dir = tmp_path / "ood"

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from calm.api import load
 from calm.cli.main import main
 from calm.config import ExperimentConfig, from_dict
 from calm.data.synthetic import generate
 from calm.engine.checkpoint import save_model
 from calm.model.retrieval import CALM
-
-SUMMARY_KEYS = {"bins_r1", "spearman", "ause", "sparsification"}
 
 
 @pytest.fixture(scope="module")
@@ -41,25 +41,61 @@ def _eval_args(ckpt, synth, *extra):
             "--split", "train", "--set", "data.options.val_size=4", *extra]
 
 
-def test_eval_uncertainty_writes_the_block_and_the_figure(tmp_path, synth, capsys):
+def _average_ranks(x) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank, counted pairwise (no sort)."""
+    x = np.asarray(x, dtype=np.float64)
+    below = (x[None, :] < x[:, None]).sum(axis=1)
+    tied = (x[None, :] == x[:, None]).sum(axis=1)
+    return below + (tied + 1) / 2
+
+
+def _spearman(a, b) -> float:
+    return float(np.corrcoef(_average_ranks(a), _average_ranks(b))[0, 1])
+
+
+def test_eval_uncertainty_reports_sigma_against_the_ranks(tmp_path, synth, capsys):
     ckpt = _checkpoint(tmp_path / "vae.safetensors", synth, "vae")
     out = tmp_path / "run" / "eval.json"
-    assert main(_eval_args(ckpt, synth, "--uncertainty", "--out", str(out))) == 0
+    assert main(_eval_args(ckpt, synth, "--uncertainty", "--out", str(out),
+                           "--save-sim", str(tmp_path / "sim"))) == 0
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result
     unc = result["uncertainty"]
-    assert set(unc["sigma"]) == SUMMARY_KEYS and len(unc["sigma"]["bins_r1"]) == 10
-    assert len(unc["sigma"]["sparsification"]) == 10 == len(unc["fractions"])
-    assert set(unc["baselines"]) == {"vp_entropy", "margin", "random"}
-    for summary in unc["baselines"].values():
-        assert set(summary) >= SUMMARY_KEYS
     assert unc["query"] == "video" and unc["n_queries"] == result["n_videos"] == 12
-    # the sparsification curves start at the retrieval R@1 the same run reports
-    assert unc["sigma"]["sparsification"][0] == pytest.approx(result["v2t"]["R@1"])
+
+    # the reference: sigma of every clip from the Python API (its own decoding of the files),
+    # ranks counted by hand in the saved matrix (no ties in it, so counting is exact)
+    sim = np.load(tmp_path / "sim.npy").astype(np.float64)
+    ids = json.loads((tmp_path / "sim.json").read_text())
+    t2v = np.array(ids["text_to_video"])
+    assert len(np.unique(sim)) == sim.size
+    videos = synth / "msrvtt" / "videos"
+    sigma = load(ckpt).uncertainty([videos / f"{v}.mp4" for v in ids["video_ids"]]).double().numpy()
+    true = sim[np.arange(len(t2v)), t2v]
+    text_rank = 1 + (sim > true[:, None]).sum(axis=1)
+    own_best = np.array([true[t2v == v].max() for v in range(sim.shape[1])])
+    video_rank = 1 + (sim > own_best[None, :]).sum(axis=0)
+
+    v = unc["sigma"]
+    assert v["spearman"] == pytest.approx(_spearman(sigma, video_rank), abs=1e-6)
+    hits = (video_rank[np.argsort(sigma)] == 1).astype(float)  # least uncertain first
+    kept = [max(1, 12 - int(np.floor(f * 12 + 1e-9))) for f in unc["fractions"]]
+    assert unc["fractions"] == pytest.approx([k / 10 for k in range(10)])
+    assert v["sparsification"] == pytest.approx([100 * hits[:k].mean() for k in kept], abs=1e-6)
+    assert v["sparsification"][0] == pytest.approx(result["v2t"]["R@1"])
+    assert len(v["bins_r1"]) == 10 and v["bins_r1"][0] == pytest.approx(100 * hits[:2].mean())
+    top2 = -np.sort(-sim, axis=0)[:2]
+    margin = unc["baselines"]["margin"]
+    assert margin["spearman"] == pytest.approx(_spearman(top2[1] - top2[0], video_rank), abs=1e-6)
+    assert set(unc["baselines"]) == {"vp_entropy", "margin", "random"}
+    assert unc["baselines"]["random"]["spearman"] == 0.0
+
     text = unc["text_query"]
-    assert set(text) >= {"sigma", "sp_entropy", "baselines", "oracle"}
-    assert text["n_queries"] == result["n_texts"]
+    assert text["n_queries"] == result["n_texts"] == len(t2v)
+    assert text["sigma"]["spearman"] == pytest.approx(_spearman(sigma[t2v], text_rank), abs=1e-6)
     assert text["sigma"]["sparsification"][0] == pytest.approx(result["t2v"]["R@1"])
+    assert set(text) >= {"sigma", "sp_entropy", "baselines", "oracle"}
+
     syn = unc["synthetic"]
     assert syn["n_clips"] == 12 and syn["metadata"].endswith("msrvtt/metadata.json")
     assert set(syn["spearman_sigma"]) == {"captions_fitting", "nameable_facts",

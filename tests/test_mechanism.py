@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -221,6 +222,33 @@ def test_diagnostics_by_hand(tiny):
     assert block["entropy_sp"] == pytest.approx(float(entropy), rel=1e-4)
     agree = (vp[pairs].argmax(-1) == sp.argmax(-1)).float().mean() * 100
     assert block["top1_agreement"] == pytest.approx(float(agree))
+
+
+def test_kl_and_active_dims_by_hand(tiny):
+    """Ten latent means made to vary over the videos (their encoder rows scaled by 1e6), the
+    other means held at exactly 0 (rows and biases zeroed): active_dims is exactly 10, and the
+    KL is the closed form. The construction does not depend on the random initialisation."""
+    import copy
+
+    model, cfg, data = tiny
+    model = copy.deepcopy(model).eval()
+    latent = model.vae.latent_dim
+    with torch.no_grad():
+        last = model.vae.encoder[-1]  # its first latent_dim outputs are mu
+        last.weight[:10].mul_(1e6)
+        last.weight[10:latent].zero_()
+        last.bias[10:latent].zero_()
+    emb = encode_split(model, data.split("val"), data, 16, torch.device("cpu"))
+    with torch.no_grad(), model.evaluation_anchors():
+        block = anchor_diagnostics(model, emb, torch.device("cpu"))
+        vp = model.video_anchor_logits(emb.frames, emb.mask, model.anchor_matrix()).softmax(-1)
+        mu, logvar = model.vae.encode(vp)
+    mu, var = mu.double().numpy(), logvar.double().exp().numpy()
+    spread = mu.var(axis=0, ddof=1)
+    assert spread[:10].min() > 1.0 and spread[10:].max() == 0.0  # the construction holds
+    assert block["active_dims"] == 10 and block["latent_dim"] == mu.shape[1]
+    kl = 0.5 * (var + mu**2 - 1.0 - np.log(var)).sum(axis=1).mean()
+    assert block["kl"] == pytest.approx(kl, rel=1e-5)
 
 
 def test_the_training_marginal_spans_the_last_complete_epoch_and_the_current_one():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from calm.config import (
     AlignmentConfig,
     BackboneConfig,
+    ExperimentConfig,
     FusionConfig,
     ModelConfig,
     ScoreConfig,
@@ -192,12 +193,34 @@ def test_anchor_agreement_needs_a_vae(models):
 
 
 def test_anchor_agreement_model_from_config_trains_its_vae():
-    cfg = from_dict(ModelConfig, {
-        "backbone": {"name": "calm-micro"}, "anchors": {"labels": "coco"},
-        "alignment": {"name": "vae"}, "score": {"mode": "anchor_agreement"},
+    """One real training step: every VAE weight gets a gradient from the loss and moves, so the
+    VAE that anchor_agreement scores with is the one the objective trains."""
+    from calm.engine.optim import build_optimizer
+    from calm.engine.state import TrainState
+    from calm.engine.tasks import task_for
+    from calm.engine.train import train_step
+
+    cfg = from_dict(ExperimentConfig, {
+        "model": {"backbone": {"name": "calm-micro"}, "anchors": {"labels": "coco"},
+                  "alignment": {"name": "vae"}, "score": {"mode": "anchor_agreement"}},
+        "train": {"lr": 1e-3, "backbone_lr": 0.0},
     })
-    model = CALM.from_config(cfg)
-    assert model.vae is not None and model.alignment.uses_vae
+    task = task_for(cfg)
+    torch.manual_seed(0)
+    model = task.build_model(cfg.model).train()
+    before = {n: p.detach().clone() for n, p in model.vae.named_parameters()}
+    g = torch.Generator().manual_seed(1)
+    batch = {"frames": torch.randint(0, 255, (4, 2, 3, 32, 32), dtype=torch.uint8, generator=g),
+             "frame_mask": torch.ones(4, 2, dtype=torch.bool),
+             "tokens": model.backbone.tokenize(["a cat", "two dogs", "a red car", "rain"]),
+             "text_index": torch.arange(4)}
+    terms = train_step(model, model, task.build_loss(cfg), batch, build_optimizer(model, cfg.train),
+                       torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"), cfg.train,
+                       TrainState())
+    assert terms is not None
+    for name, param in model.vae.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
+        assert not torch.equal(param.detach(), before[name]), f"vae.{name} did not move"
 
 
 def test_anchor_probability_helpers(calm_vae):

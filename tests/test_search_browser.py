@@ -50,8 +50,10 @@ def test_type_a_query_see_results_and_play_the_moment(searcher):
             page = browser.new_page()
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            query = "a red block moving across a textured wall"
+            expected = searcher.search(query, 12)  # what the page asks the server for
             page.goto(base + "/")
-            page.fill("#q", "a red block moving across a textured wall")
+            page.fill("#q", query)
             page.press("#q", "Enter")
             page.wait_for_selector(".result", timeout=20_000)
             cards = page.locator(".result")
@@ -64,7 +66,18 @@ def test_type_a_query_see_results_and_play_the_moment(searcher):
             )
             assert page.locator(".result .tag").count() > 0
             assert page.locator(".result .bar .fill").count() == 8
-            assert "a red block" in page.text_content("#status") or "no confident" in page.text_content("#status")
+            # the page shows the server's answer: its order, and its verdict on confidence
+            assert page.locator(".result .path").all_text_contents() == [
+                h.path for h in expected.results]
+            status = page.locator("#status")
+            if expected.confident:
+                assert status.text_content() == f"8 results for \u201c{query}\u201d"
+                assert status.get_attribute("class") == ""
+                assert page.locator(".result.weak").count() == 0
+            else:
+                assert status.text_content() == expected.note
+                assert status.get_attribute("class") == "weak"
+                assert page.locator(".result.weak").count() == 8
             spaced = page.locator(".result", has_text="with space é.mp4")
             assert spaced.count() == 1
             spaced.click()

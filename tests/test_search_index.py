@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from calm.api import load
 from calm.cli.main import main as calm_main
@@ -64,27 +63,42 @@ def test_index_stores_what_search_needs_and_lists_broken_files(model, library, t
     assert index.manifest.checkpoint["sha256"] == model.fingerprint
 
 
-def test_search_ranks_like_the_model_and_shortlists_without_changing_the_top(model, library, tmp_path):
+def test_search_ranks_like_the_model_and_shortlists_by_the_frame_mean(model, library, tmp_path):
+    query = "a red block moves to the right"
     build_index(model, library, tmp_path / "idx")
     full = Searcher.open(tmp_path / "idx")
-    result = full.search("a red block moves to the right", k=10)
-    assert len(result.results) == 10
-    paths = [str(library / h.path) for h in result.results]
-    expected = model.score(["a red block moves to the right"], paths)[0]
-    got = torch.tensor([h.score for h in result.results])
-    assert torch.allclose(got, expected, atol=2e-3)  # the index stores fp16 states
-    assert got.tolist() == sorted(got.tolist(), reverse=True)
-    for h in result.results:
+    # the reference: every clip encoded again from its file by the Python API, in float32
+    clips = sorted(str(p.relative_to(library)) for p in library.rglob("clip*.mp4"))
+    encoded = model.encode_videos([library / c for c in clips], workers=0)
+    api = dict(zip(clips, model.score([query], encoded)[0].tolist()))
+    result = full.search(query, k=5)
+    hits = result.results
+    assert len(hits) == 5
+    for h in hits:  # each hit carries its own clip's score (the index stores fp16 states)
+        assert h.score == pytest.approx(api[h.path], abs=2e-3), h.path
+    shown = {h.path for h in hits}
+    assert min(api[p] for p in shown) >= max(api[p] for p in set(clips) - shown) - 2e-3
+    assert all(api[a.path] >= api[b.path] - 2e-3 for a, b in zip(hits, hits[1:]))
+    for h in hits:
         assert 0.0 <= h.start < h.end <= 3.0 + 1e-6
         assert h.confidence is not None and 0.0 <= h.confidence <= 1.0
         assert len(h.anchors) == 5 and h.sigma is not None
-    text = model.encode_texts(["a red block moves to the right"])[0]
-    short = Searcher(full.index, model.model.fusion, shortlist=4)
-    top3 = [h.path for h in short.search_encoded("q", text, 3).results]
-    mean = full.index.arrays["mean"].astype(np.float32) @ (text / text.norm()).numpy()
-    candidates = {full.index.paths[i] for i in np.argsort(-mean)[:4]}
-    exact = {h.path: h.score for h in result.results}
-    assert top3 == sorted(candidates, key=lambda p: -exact[p])[:3]
+
+    # a shortlist of 2 with k = 3 scores exactly the 3 clips whose frame-mean embedding is closest
+    # to the query (the reference cosine in float64 from the API's encoding), whatever their
+    # exact scores, and reports each with its exact full-search score
+    text = model.encode_texts([query])[0]
+    direction = text.double() / text.double().norm()
+    cosine = {c: float(m.double() @ direction) for c, m in zip(clips, encoded.mean)}
+    by_cosine = sorted(clips, key=lambda c: -cosine[c])
+    assert cosine[by_cosine[2]] - cosine[by_cosine[3]] > 1e-3  # no near-tie at the cut
+    exact = {h.path: h.score for h in full.search_encoded("q", text, 10).results}
+    assert set(by_cosine[:3]) != set(sorted(exact, key=lambda p: -exact[p])[:3])  # visible here
+    short = Searcher(full.index, model.model.fusion, shortlist=2).search_encoded("q", text, 3)
+    assert {h.path for h in short.results} == set(by_cosine[:3])
+    got = [h.score for h in short.results]
+    assert got == pytest.approx([exact[h.path] for h in short.results], abs=1e-6)
+    assert got == sorted(got, reverse=True)
 
 
 def test_rerun_encodes_only_new_or_changed_files_and_drops_removed_ones(model, library, tmp_path):
