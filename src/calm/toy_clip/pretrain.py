@@ -51,7 +51,7 @@ from calm.data.synthetic.world import oracle_recall_at_1
 from calm.engine.checkpoint import atomic_write
 from calm.engine.inputs import Tokenize
 from calm.engine.optim import cosine_with_warmup, decayed_names
-from calm.engine.runtime import pick_device, seed_everything
+from calm.engine.runtime import pick_device, seed_everything, torch_threads
 from calm.machine import available_cores
 from calm.metrics.ranking import mean_average_precision
 from calm.metrics.retrieval import ranks_t2v, ranks_v2t, summarize_ranks
@@ -225,16 +225,14 @@ def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator, collate: PairB
 @contextlib.contextmanager
 def _machine(threads: int, device: torch.device):
     """torch's thread count (and cuDNN's deterministic kernels) for the length of a training."""
-    saved = (torch.get_num_threads(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
-    torch.set_num_threads(threads)
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if device.type == "cuda":  # same machine and seed, same weights: no autotuned kernels
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        yield
+        with torch_threads(threads):
+            yield
     finally:
-        torch.set_num_threads(saved[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def build_backbone(model: str):
