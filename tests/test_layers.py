@@ -14,7 +14,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 PACKAGE_RANK = {
-    "errors": 0, "config": 0, "metrics": 0, "io": 0, "clock": 0, "registry": 0, "calm": 0,
+    "errors": 0, "machine": 0, "config": 0, "metrics": 0, "io": 0, "clock": 0, "registry": 0, "calm": 0,
     "data": 1, "model": 1,
     "engine": 2, "reports": 3, "toy_clip": 4, "experiments": 5, "demo": 6, "api": 6,
     "search": 7, "cli": 8, "__main__": 9,

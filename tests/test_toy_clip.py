@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -23,7 +24,13 @@ from calm.data.synthetic.pretrain_pairs import (
     pretrain_pair,
 )
 from calm.model.backbone import build_backbone
-from calm.toy_clip.pretrain import PretrainConfig, cache_key, pretrain_clip, pretrained_clip
+from calm.toy_clip.pretrain import (
+    PretrainConfig,
+    cache_key,
+    machine_plan,
+    pretrain_clip,
+    pretrained_clip,
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +147,93 @@ def test_the_fixed_split_source_still_trains(synth, tmp_path):
     assert info["distinct_pairs"] == SCALES["tiny"].pretrain and info["heldout"] == {}
     with pytest.raises(ValueError, match="source"):
         PretrainConfig(source="web")
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_pretraining_gives_the_same_weights_with_0_and_2_workers(synth, tmp_path):
+    """Step n's batch is pairs n*B..(n+1)*B-1 of the stream whoever renders them, and torch's
+    thread count does not follow the worker count: the weights are bit-identical."""
+    runs = {}
+    for workers in (0, 2):
+        cfg = PretrainConfig(steps=3, batch_size=16, workers=workers, eval_pairs=0, scale="tiny",
+                             device="cpu")
+        info = pretrain_clip(synth, tmp_path / f"w{workers}.safetensors", cfg, progress=False)
+        assert info["machine"]["workers"] == workers
+        runs[workers] = (info, _weights(tmp_path / f"w{workers}.safetensors"))
+    (info0, w0), (info2, w2) = runs[0], runs[2]
+    assert info0["machine"]["threads"] == info2["machine"]["threads"]
+    assert info0["loss_curve"] == info2["loss_curve"] and info0["first_loss"] == info2["first_loss"]
+    assert w0.keys() == w2.keys() and all(torch.equal(w0[k], w2[k]) for k in w0)
+    assert not torch.equal(w0["token_embedding.weight"],
+                           load_clip_weights("calm-rn16-32")["token_embedding.weight"])
+    cfg0 = PretrainConfig(workers=0)
+    assert cache_key(synth, cfg0) == cache_key(synth, PretrainConfig(workers=2))  # one cache entry
+    assert cache_key(synth, cfg0) != cache_key(synth, PretrainConfig(workers=0, lr=2e-3))
+
+
+def load_clip_weights(model: str) -> dict[str, torch.Tensor]:
+    """The weights pretraining starts from (seeded as pretrain_clip seeds them)."""
+    from calm.engine.runtime import seed_everything
+    from calm.toy_clip.pretrain import build_backbone
+
+    seed_everything(0)
+    return {k: v.clone() for k, v in build_backbone(model).clip.state_dict().items()}
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 16, 64])
+def test_the_machine_plan_does_not_oversubscribe_and_ignores_the_worker_count(cores):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    workers, threads = machine_plan(PretrainConfig(), cpu, cores)
+    # renderers block on a full queue: one beyond the free cores fills the model's idle time
+    assert threads + workers <= cores + 1 and threads == max(1, cores // 2) and workers >= 1
+    for chosen in range(workers + 1):  # up to the automatic count: the same thread count
+        assert machine_plan(PretrainConfig(workers=chosen), cpu, cores) == (chosen, threads)
+    many, few = machine_plan(PretrainConfig(workers=workers + 3), cpu, cores)
+    assert many == workers + 3 and few == max(1, threads - 3)  # more workers: fewer threads
+    assert machine_plan(PretrainConfig(), cuda, cores) == (max(1, cores - 1), 1)  # GPU: 1 feeder
+    assert machine_plan(PretrainConfig(source="split"), cpu, cores) == (0, cores)
+    with pytest.raises(ValueError, match="workers"):
+        PretrainConfig(workers="many")
+
+
+def test_training_the_used_token_rows_is_training_the_table():
+    """A compact table of the tokens seen so far, trained by AdamW, ends where training the
+    whole 49,408-row table would: untouched rows stay exactly as they were."""
+    from calm.toy_clip.token_rows import used_token_rows
+
+    torch.manual_seed(0)
+    batches = [torch.randint(0, 300, (8, 6)), torch.randint(200, 500, (8, 6)),
+               torch.randint(0, 50, (8, 6))]
+    target = torch.randn(8, 6, 16)
+
+    def train(compact: bool) -> torch.Tensor:
+        torch.manual_seed(1)
+        clip = torch.nn.Module()
+        clip.token_embedding = torch.nn.Embedding(49408, 16)
+        with used_token_rows(clip) if compact else contextlib.nullcontext() as rows:
+            params = [p for p in clip.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=0.1, weight_decay=0.0, fused=True)
+            for tokens in batches:
+                if rows is not None:
+                    rows.admit(tokens)
+                loss = (clip.token_embedding(tokens) - target).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        assert clip.token_embedding.weight.requires_grad
+        return clip.token_embedding.weight.detach()
+
+    full, compact = train(False), train(True)
+    torch.manual_seed(1)
+    initial = torch.nn.Embedding(49408, 16).weight.detach()
+    used = torch.unique(torch.cat([b.flatten() for b in batches]))
+    unused = torch.ones(49408, dtype=torch.bool)
+    unused[used] = False
+    assert torch.equal(compact[unused], initial[unused]) and torch.equal(full[unused], initial[unused])
+    assert not torch.equal(compact[used], initial[used])
+    torch.testing.assert_close(compact, full, rtol=0, atol=1e-6)

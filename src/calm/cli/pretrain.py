@@ -23,11 +23,24 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=defaults["seed"])
     p.add_argument("--source", choices=SOURCES, default=defaults["source"],
                    help="stream: fresh pairs every step (default); split: the folder's fixed pairs")
-    p.add_argument("--workers", type=int, default=defaults["workers"],
-                   help="processes rendering stream pairs (0: render in the training process)")
+    p.add_argument("--workers", type=_workers, default=defaults["workers"],
+                   help="processes rendering stream pairs (auto: from the cores and the device; "
+                        "0: render in the training process); the result does not depend on it")
+    p.add_argument("--device", default=defaults["device"], help="auto (CUDA if there is one), cpu, cuda")
     p.add_argument("--eval-pairs", type=int, default=defaults["eval_pairs"],
                    help="held-out pairs for zero-shot R@1 and anchor mAP (0: skip)")
     p.set_defaults(func=run)
+
+
+def _workers(value: str) -> int | str:
+    import argparse
+
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer, got {value!r}") from None
 
 
 def run(args) -> int:
@@ -38,11 +51,11 @@ def run(args) -> int:
     for name in ("steps", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.workers < 0 or args.eval_pairs < 0:
+    if (args.workers != "auto" and args.workers < 0) or args.eval_pairs < 0:
         raise UserError("--workers and --eval-pairs must be >= 0")
     cfg = replace(Recipe().pretrain, model=args.model, steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, source=args.source, workers=args.workers,
-                         eval_pairs=args.eval_pairs)
+                         device=args.device, eval_pairs=args.eval_pairs)
     if args.out:
         info = pretrain_clip(args.data, args.out, cfg)
     else:

@@ -19,7 +19,9 @@ def register(sub) -> None:
         help="tiny: seconds, for tests; small: ~10 s; default: the demo's data (about a minute)",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes rendering videos and pretraining pairs (default: one per "
+                        "available core); the files do not depend on it")
     p.add_argument(
         "--force",
         action="store_true",
@@ -35,7 +37,7 @@ def run(args) -> int:
 
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     try:
         summary = generate(

@@ -20,6 +20,7 @@ from calm.data.video import FrameSampler
 from calm.engine.drivers import ood_matrix, synthetic_targets
 from calm.engine.inputs import data_setup
 from calm.engine.models import open_model
+from calm.engine.runtime import threads_beside, torch_threads
 from calm.engine.train import train
 from calm.experiments.benchmark import prepare_benchmark, training_videos
 from calm.experiments.mechanism import DIAGNOSTICS_LEGEND, diagnostics_table
@@ -52,6 +53,13 @@ def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[s
 def run_demo(out: str | Path, demo: Recipe | None = None, progress: bool = True,
              data_root: str | Path | None = None) -> dict:
     demo = demo or Recipe()
+    # the runs decode videos in `num_workers` processes: torch's threads take the cores they leave
+    # (the toy CLIP's pretraining sets its own, `calm.toy_clip.pretrain.machine_plan`)
+    with torch_threads(threads_beside(demo.num_workers)):
+        return _run_demo(out, demo, progress, data_root)
+
+
+def _run_demo(out: str | Path, demo: Recipe, progress: bool, data_root: str | Path | None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

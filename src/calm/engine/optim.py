@@ -56,7 +56,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
+    # fused: one pass over each tensor instead of a dozen; the toy CLIP's 49,408-row token
+    # table alone made the for-loop AdamW a large part of a CPU step
+    return torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=True)
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup: float):

@@ -15,6 +15,26 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def threads_beside(workers: int, cores: int | None = None) -> int:
+    """torch threads for a process whose `workers` DataLoader processes decode or render beside
+    it: the cores they leave, at least one. Why: on 2 cores, 2 torch threads beside 2 busy
+    decoders spun in OpenMP's barriers (several times the CPU seconds per training step)."""
+    from calm.machine import available_cores
+
+    return max(1, (cores or available_cores()) - workers)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch's intra-op thread count for the length of the block, restored after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -10,10 +10,17 @@ memorise a few thousand pictures. It is then measured on the held-out pairs `cal
 `pretrain/`: zero-shot text->image R@1 (beside that set's oracle) and how well the anchor prompts
 rank the anchors true of each image and named by each caption (mAP). `source: split` trains on
 that fixed split instead (the earlier recipe; it memorises).
+
+How it uses the machine (`machine_plan`): training runs on CUDA when there is one; DataLoader
+worker processes render the pairs, tokenize the captions and resize the frames, so the training
+process only runs the model; torch's threads take the cores the workers leave. Pair i of the
+stream depends only on (seed, i), so step n's batch, and with it the trained weights, is the same
+for any number of workers (tested with 0 and 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,17 +48,24 @@ from calm.data.synthetic.pretrain_pairs import (
     attribute_labels,
 )
 from calm.data.synthetic.world import oracle_recall_at_1
+from calm.engine.inputs import Tokenize
 from calm.engine.optim import cosine_with_warmup, decayed_names
-from calm.engine.runtime import seed_everything
+from calm.engine.runtime import pick_device, seed_everything, torch_threads
 from calm.io import atomic_write, write_json_atomic
+from calm.machine import available_cores
 from calm.metrics.ranking import mean_average_precision
 from calm.metrics.retrieval import ranks_t2v, ranks_v2t, summarize_ranks
 from calm.model.clip_weights import load_clip
 from calm.model.losses import clamp_logit_scale_, symmetric_info_nce
+from calm.toy_clip.token_rows import used_token_rows
 
 SOURCES = ("stream", "split")
-# Bump when the training stream's pairs change, so cached toy CLIPs are not reused wrongly.
-STREAM_VERSION = 1
+# Bump when the training stream's pairs or the training's arithmetic change, so cached toy CLIPs
+# are not reused wrongly. 2: fused AdamW, channels-last images, preprocessing in the workers,
+# the used token rows trained as a compact table (`token_rows`).
+STREAM_VERSION = 2
+# Settings that say how the machine is used, not what is trained: left out of the cache key.
+MACHINE_FIELDS = ("workers", "device")
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,10 @@ class PretrainConfig:
     seed: int = 0
     source: str = "stream"  # stream: fresh pairs every step | split: the fixed pretrain/ split
     scale: str = "default"  # the stream's frame size and motion trails (match the videos)
-    workers: int = 1  # processes rendering stream pairs while the model trains
+    # processes rendering stream pairs while the model trains; auto: from the cores and the
+    # device (`machine_plan`); 0: render in the training process. The result does not depend on it.
+    workers: int | str = "auto"
+    device: str = "auto"  # auto: CUDA when there is one
     group: int = 1  # stream pairs sharing background and colour (hard negatives); 1: none
     # weight of the auxiliary attribute heads on the image tower (0: none); they lift held-out
     # R@1 and anchor mAP at equal steps (docs/results.md, "Calibration")
@@ -80,6 +97,29 @@ class PretrainConfig:
             raise ValueError(f"source: {self.source!r} is not one of {list(SOURCES)}")
         if self.scale not in SCALES:
             raise ValueError(f"scale: {self.scale!r} is not one of {sorted(SCALES)}")
+        if self.workers != "auto" and not (isinstance(self.workers, int) and self.workers >= 0):
+            raise ValueError(f"workers: {self.workers!r} is neither auto nor an integer >= 0")
+
+
+def machine_plan(cfg: PretrainConfig, device: torch.device,
+                 cores: int | None = None) -> tuple[int, int]:
+    """(render workers, torch threads) for pretraining on `device` with `cores` CPU cores.
+
+    Why: rendering a batch costs the CPU more than a training step of the toy CLIP does, and
+    more busy threads than cores only spin. On CUDA one core feeds the GPU and every other core
+    renders. On the CPU torch takes half the cores and the renderers the rest plus one: a
+    renderer whose batches are queued waits without spinning, so the spare one uses a core
+    whenever the model leaves it (2 cores: 1 thread, 2 workers). The thread count depends on
+    the cores alone unless a chosen worker count leaves too few (float reductions depend on the
+    thread count): up to the automatic count, the number of workers changes nothing.
+    """
+    cores = cores or available_cores()
+    if cfg.source != "stream":
+        return 0, cores if device.type == "cpu" else 1
+    threads = 1 if device.type == "cuda" else max(1, cores // 2)
+    auto = max(1, cores - 1) if device.type == "cuda" else cores - threads + 1
+    workers = auto if cfg.workers == "auto" else cfg.workers
+    return workers, max(1, min(threads, auto + threads - workers))
 
 
 def default_cache_dir() -> Path:
@@ -125,7 +165,9 @@ def cache_key(root: str | Path, cfg: PretrainConfig) -> str:
             digest.update(f"{name}:{stat.st_size}".encode())
             with open(path, "rb") as f:
                 digest.update(f.read(1 << 20))
-    digest.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    settings = {k: v for k, v in asdict(cfg).items() if k not in MACHINE_FIELDS}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(pick_device(cfg.device).type.encode())  # CUDA's floats are not the CPU's
     return digest.hexdigest()[:16]
 
 
@@ -139,19 +181,36 @@ def to_model_input(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _collate_pairs(items) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    return (torch.stack([image for image, _, _ in items]), [text for _, text, _ in items],
-            torch.stack([labels for _, _, labels in items]))
+class PairBatch:
+    """Collates pairs into what a training step consumes: normalised images [B, 3, s, s] (s: the
+    model's input size), caption tokens [B, L] and attribute labels [B, heads].
+
+    Why here: it runs in the worker that rendered the pairs, so the training process spends
+    its core on the model alone (picklable, for workers started by spawn too).
+    """
+
+    def __init__(self, tokenize: Tokenize, size: int, mean, std):
+        self.tokenize, self.size, self.mean, self.std = tokenize, size, mean, std
+
+    def __call__(self, items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.batch(torch.stack([image for image, _, _ in items]),
+                          [text for _, text, _ in items],
+                          torch.stack([labels for _, _, labels in items]))
+
+    def batch(self, images: torch.Tensor, captions: list[str], labels: torch.Tensor):
+        x = to_model_input(images, self.size, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last), self.tokenize(captions), labels
 
 
-def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator):
-    """(uint8 images [B, 3, S, S], captions) per step, from the stream or the fixed split."""
+def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator, collate: PairBatch,
+             workers: int, pin: bool = False):
+    """(images, tokens, labels) per step (`PairBatch`), from the stream or the fixed split."""
     if cfg.source == "stream":
         stream = PretrainStream(cfg.steps * cfg.batch_size, seed=cfg.seed, scale=cfg.scale,
                                 group=cfg.group)
-        loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                            collate_fn=_collate_pairs,
-                            prefetch_factor=4 if cfg.workers else None)
+        loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=workers,
+                            collate_fn=collate, prefetch_factor=4 if workers else None,
+                            pin_memory=pin)
         yield from loader
         return
     images, captions = load_image_captions(root)
@@ -160,7 +219,20 @@ def _batches(cfg: PretrainConfig, root: Path, g: torch.Generator):
     batch = min(cfg.batch_size, len(captions))
     for _ in range(cfg.steps):
         idx = torch.randperm(len(captions), generator=g)[:batch]
-        yield pixels[idx], [captions[i] for i in idx.tolist()], labels[idx]
+        yield collate.batch(pixels[idx], [captions[i] for i in idx.tolist()], labels[idx])
+
+
+@contextlib.contextmanager
+def _machine(threads: int, device: torch.device):
+    """torch's thread count (and cuDNN's deterministic kernels) for the length of a training."""
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if device.type == "cuda":  # same machine and seed, same weights: no autotuned kernels
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        with torch_threads(threads):
+            yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def build_backbone(model: str):
@@ -197,56 +269,72 @@ class AttributeHeads(torch.nn.Module):
 
 def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progress=True) -> dict:
     """Trains a CLIP of `cfg.model` contrastively on image-caption pairs; writes safetensors and,
-    beside them, a JSON report (losses, held-out zero-shot metrics, wall and CPU seconds)."""
+    beside them, a JSON report (losses, held-out zero-shot metrics, wall and CPU seconds, and how
+    the machine was used)."""
     seed_everything(cfg.seed)
     root = Path(root)
+    device = pick_device(cfg.device)
+    workers, threads = machine_plan(cfg, device)
     backbone = build_backbone(cfg.model)
     clip = backbone.clip
     pre = backbone.preprocess
     heads = AttributeHeads(backbone.embed_dim) if cfg.aux_weight > 0 else None
     trained = torch.nn.ModuleDict({"clip": clip, **({"heads": heads} if heads else {})})
-    decayed = decayed_names(trained)  # the fine-tuning optimizer's rule
-    decay = [p for n, p in trained.named_parameters() if n in decayed]
-    rest = [p for n, p in trained.named_parameters() if n not in decayed]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-    )
-    scheduler = cosine_with_warmup(optimizer, cfg.steps, cfg.warmup)
+    trained.to(device)
+    # channels-last convolutions are the fast ones on the CPU (oneDNN) and on CUDA
+    clip.visual.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(cfg.seed)
-    losses, aux_losses = [], []
+    collate = PairBatch(Tokenize(backbone.tokenizer, backbone.context_length), pre.image_size,
+                        pre.mean, pre.std)
+    losses, aux_losses = [], []  # on the device: reading a value every step would stall CUDA
     trained.train()
-    # the renderer takes a core of its own: more torch threads than free cores only spin
-    threads = torch.get_num_threads()
-    if cfg.source == "stream" and cfg.workers:
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - cfg.workers)))
-    bar = tqdm(total=cfg.steps, desc=f"pretrain toy CLIP ({cfg.source})", disable=not progress,
-               dynamic_ncols=True)
-    with Phase() as train_phase:
-        for images, captions, labels in _batches(cfg, root, g):
-            img = clip.encode_image(to_model_input(images, pre.image_size, pre.mean, pre.std))
-            txt = backbone.encode_text(backbone.tokenize(captions))
+    bar = tqdm(total=cfg.steps, desc=f"pretrain toy CLIP ({cfg.source}, {device.type})",
+               disable=not progress, dynamic_ncols=True)
+    rows_used = (used_token_rows(clip) if isinstance(getattr(clip, "token_embedding", None),
+                                                     torch.nn.Embedding)
+                 else contextlib.nullcontext())
+    with _machine(threads, device), rows_used as token_rows, Phase() as train_phase:
+        params = [(n, p) for n, p in trained.named_parameters() if p.requires_grad]
+        decayed = decayed_names(trained)  # the fine-tuning optimizer's rule
+        # fused: one pass over each tensor instead of a dozen per step
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for n, p in params if n in decayed], "weight_decay": cfg.weight_decay},
+             {"params": [p for n, p in params if n not in decayed], "weight_decay": 0.0}],
+            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True,
+        )
+        scheduler = cosine_with_warmup(optimizer, cfg.steps, cfg.warmup)
+        train_threads = torch.get_num_threads()  # what the steps ran with, for the report
+        for step, (images, tokens, labels) in enumerate(
+                _batches(cfg, root, g, collate, workers, pin=device.type == "cuda")):
+            if token_rows is not None:
+                token_rows.admit(tokens)
+            images = images.to(device, non_blocking=True)
+            tokens, labels = tokens.to(device), labels.to(device)
+            img = clip.encode_image(images)
+            txt = backbone.encode_text(tokens)
             sims = F.normalize(txt, dim=-1) @ F.normalize(img, dim=-1).t()
             nce = symmetric_info_nce(sims, clip.logit_scale)
             loss = nce
             if heads is not None:
                 aux = heads(img, labels)
-                aux_losses.append(aux.item())
+                aux_losses.append(aux.detach())
                 loss = loss + cfg.aux_weight * aux
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0, foreach=True)
             optimizer.step()
             scheduler.step()
             clamp_logit_scale_(clip.logit_scale)
-            losses.append(nce.item())
+            losses.append(nce.detach())
+            if step % 50 == 0 or step + 1 == cfg.steps:
+                bar.set_postfix(loss=f"{losses[-1].item():.3f}")
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
-    torch.set_num_threads(threads)
+    losses = torch.stack(losses).cpu().tolist()
+    aux_losses = torch.stack(aux_losses).cpu().tolist() if aux_losses else []
     with Phase() as eval_phase:
         heldout = evaluate_toy_clip(backbone, root, cfg.eval_pairs) if cfg.eval_pairs else {}
-    state = {k: v.detach().contiguous() for k, v in clip.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
     meta = {"model": cfg.model, "steps": str(cfg.steps), "source": cfg.source,
             "final_loss": f"{np.mean(losses[-20:]):.4f}"}
     out = Path(out)
@@ -259,7 +347,10 @@ def pretrain_clip(root: str | Path, out: str | Path, cfg: PretrainConfig, progre
             "pairs_seen": cfg.steps * cfg.batch_size,
             "distinct_pairs": cfg.steps * cfg.batch_size if cfg.source == "stream"
             else len(load_image_captions(root)[1]),
+            "machine": {"device": device.type, "workers": workers, "threads": train_threads,
+                        "cores": available_cores()},
             "train_wall_s": train_phase.wall_s, "train_cpu_s": train_phase.cpu_s,
+            "steps_per_s": round(cfg.steps / max(train_phase.wall_s, 1e-9), 2),
             "eval_wall_s": eval_phase.wall_s, "heldout": heldout}
     write_json_atomic(report_path(out), info, indent=2)
     return info
@@ -286,15 +377,17 @@ def evaluate_toy_clip(backbone, root: str | Path, n: int = 1000, batch: int = 25
     was_training = backbone.training
     backbone.eval()
     pre = backbone.preprocess
+    device = next(backbone.parameters()).device
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
     img = torch.cat([backbone.clip.encode_image(to_model_input(pixels[i:i + batch], pre.image_size,
-                                                                pre.mean, pre.std))
+                                                                pre.mean, pre.std).to(device))
                      for i in range(0, n, batch)])
-    txt = torch.cat([backbone.encode_text(backbone.tokenize(captions[i:i + batch]))
+    txt = torch.cat([backbone.encode_text(backbone.tokenize(captions[i:i + batch]).to(device))
                      for i in range(0, n, batch)])
     prompts = [AnchorConfig().template.format(label) for label in ANCHOR_LABELS]
-    anchors = F.normalize(backbone.encode_text(backbone.tokenize(prompts)), dim=-1)
-    img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+    anchors = F.normalize(backbone.encode_text(backbone.tokenize(prompts).to(device)), dim=-1)
+    img, txt = F.normalize(img, dim=-1).cpu(), F.normalize(txt, dim=-1).cpu()
+    anchors = anchors.cpu()
     sim = (txt @ img.t()).numpy()
     t2v = np.arange(n)
     t2i = summarize_ranks(ranks_t2v(sim, t2v, ties="mean"))

@@ -8,6 +8,7 @@ frame shows which way it moves, as a photograph of a moving thing does.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,32 @@ POLYGONS = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices (float32, size x size, read-only) of a frame's pixels.
+
+    Why: building them (np.mgrid) for every frame, object and motion echo cost about a tenth of
+    a pretraining pair's rendering; a window of an object is a slice of these, with equal values.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+def _window(img: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.mgrid[y0:y1, x0:x1] as float32 for a window of `img`, sliced from the cached grid."""
+    h, w = img.shape[:2]
+    if h != w:
+        return np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    yy, xx = _grid(h)
+    return yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+
+
+def _clip01(x):
+    """np.clip(x, 0, 1) without its dispatch overhead (equal values, NaN included)."""
+    return np.minimum(np.maximum(x, 0), 1)
+
+
 def _sd_box(px, py, bx, by):
     qx, qy = np.abs(px) - bx, np.abs(py) - by
     outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
@@ -37,21 +64,17 @@ def _sd_box(px, py, bx, by):
 
 
 def _sd_polygon(px, py, verts: np.ndarray):
-    """Signed distance to a closed polygon (negative inside), vectorised over pixels."""
-    d = (px - verts[0, 0]) ** 2 + (py - verts[0, 1]) ** 2
-    sign = np.ones_like(px)
-    n = len(verts)
-    for i in range(n):
-        vi, vj = verts[i], verts[i - 1]
-        ex, ey = vj[0] - vi[0], vj[1] - vi[1]
-        wx, wy = px - vi[0], py - vi[1]
-        h = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey), 0, 1)
-        bx, by = wx - ex * h, wy - ey * h
-        d = np.minimum(d, bx * bx + by * by)
-        c1, c2, c3 = py >= vi[1], py < vj[1], ex * wy > ey * wx
-        flip = (c1 & c2 & c3) | (~c1 & ~c2 & ~c3)
-        sign = np.where(flip, -sign, sign)
-    return sign * np.sqrt(d)
+    """Signed distance to a closed polygon (negative inside), vectorised over pixels and edges
+    (edge i runs from vertex i to vertex i - 1; the sign flips at each edge crossing)."""
+    vi, vj = verts[:, :, None, None], np.roll(verts, 1, axis=0)[:, :, None, None]
+    ex, ey = vj[:, 0] - vi[:, 0], vj[:, 1] - vi[:, 1]
+    wx, wy = px - vi[:, 0], py - vi[:, 1]
+    h = _clip01((wx * ex + wy * ey) / (ex * ex + ey * ey))
+    bx, by = wx - ex * h, wy - ey * h
+    d = np.minimum((px - verts[0, 0]) ** 2 + (py - verts[0, 1]) ** 2, (bx * bx + by * by).min(0))
+    c1, c2, c3 = py >= vi[:, 1], py < vj[:, 1], ex * wy > ey * wx
+    inside = np.logical_xor.reduce((c1 & c2 & c3) | (~c1 & ~c2 & ~c3), axis=0)
+    return np.where(inside, np.float32(-1), np.float32(1)) * np.sqrt(d)
 
 
 def shape_sdf(shape: str, px: np.ndarray, py: np.ndarray) -> np.ndarray:
@@ -79,7 +102,7 @@ def _palette(rgb, style: DomainStyle) -> np.ndarray:
 
 def _low_freq(rng, h: int, w: int, waves: int = 4, cycles: float = 2.5) -> np.ndarray:
     """Smooth random field in about [-1, 1]: a sum of a few random plane waves."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(h) if h == w else np.mgrid[0:h, 0:w].astype(np.float32)
     out = np.zeros((h, w), np.float32)
     for _ in range(waves):
         theta = rng.uniform(0, 2 * math.pi)
@@ -94,14 +117,14 @@ def background(
     """The static background (H x W x 3 float, before the palette) in the domain's texture."""
     h = w = size
     base = np.asarray(BACKGROUND_RGB[clip.background], np.float32)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = _grid(size)
     v, u = (yy + 0.5) / h, (xx + 0.5) / w
     if style.texture == "gradient":
         img = base * (1.12 - 0.24 * v)[..., None]
     elif style.texture == "pattern":
         img = base * (1.0 + 0.08 * _low_freq(rng, h, w))[..., None]
         if clip.background == "sky":  # soft clouds
-            cloud = np.clip(_low_freq(rng, h, w, cycles=3.0) - 0.5, 0, 1)[..., None]
+            cloud = _clip01(_low_freq(rng, h, w, cycles=3.0) - 0.5)[..., None]
             img = img * (1 - 0.6 * cloud) + 0.6 * cloud
         elif clip.background == "grass":  # blades
             img = (
@@ -139,8 +162,8 @@ def _blend_disc(img, cx, cy, r, colour, softness):
     y0, y1 = max(0, int(cy - r - 2)), min(h, int(cy + r + 3))
     if x0 >= x1 or y0 >= y1:
         return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    a = np.clip(0.5 - (np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) - r) / softness, 0, 1)[..., None]
+    yy, xx = _window(img, y0, y1, x0, x1)
+    a = _clip01(0.5 - (np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) - r) / softness)[..., None]
     img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + np.asarray(colour, np.float32) * a
 
 
@@ -157,18 +180,18 @@ def draw_object(img: np.ndarray, obj: ObjectSpec, t: float, opacity: float, styl
     y0, y1 = max(0, int(cy - reach)), min(h, int(math.ceil(cy + reach)) + 1)
     if x0 >= x1 or y0 >= y1:
         return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    yy, xx = _window(img, y0, y1, x0, x1)
     dx, dy = (xx + 0.5 - cx) / rp, (yy + 0.5 - cy) / rp
     c, s = math.cos(angle), math.sin(angle)
     px, py = c * dx + s * dy, -s * dx + c * dy
     sd = shape_sdf(obj.shape, px, py) * rp
-    a = np.clip(0.5 - sd / style.edge_softness, 0, 1) * alpha
+    a = _clip01(0.5 - sd / style.edge_softness) * alpha
     colour = np.asarray(COLOUR_RGB[obj.colour], np.float32)
     if style.shading == "shaded":  # a lit, rounded look: highlight at the top left
         light = (1.12 - 0.22 * (dx + dy))[..., None]
-        fill = np.clip(colour * light, 0, 1)
+        fill = _clip01(colour * light)
     elif style.shading == "soft":
-        fill = colour * (0.9 + 0.1 * np.clip(1 - np.hypot(dx, dy), 0, 1))[..., None]
+        fill = colour * (0.9 + 0.1 * _clip01(1 - np.hypot(dx, dy)))[..., None]
     else:
         fill = colour
     a = a[..., None]
@@ -199,11 +222,7 @@ def render_frames(
         dt = difficulty.trail_spacing
     else:
         dt = 0.6 / max(len(times) - 1, 1)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    vig = None
-    if style.vignette:
-        rr = np.hypot((xx + 0.5) / size - 0.5, (yy + 0.5) / size - 0.5) / math.sqrt(0.5)
-        vig = (1 - style.vignette * rr**2)[..., None]
+    vig = _vignette(size, style.vignette) if style.vignette else None
     shake = max(1, round(style.camera_jitter * size / 64)) if style.camera_jitter else 0
     noise_std = style.noise_std * difficulty.noise_scale
     frames = np.empty((len(times), size, size, 3), np.uint8)
@@ -233,6 +252,16 @@ def render_frames(
             img[size - bar :] = 0
         frames[k] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return frames
+
+
+@functools.lru_cache(maxsize=16)
+def _vignette(size: int, strength: float) -> np.ndarray:
+    """The darkening towards the corners (size x size x 1, read-only), the same for every frame."""
+    yy, xx = _grid(size)
+    rr = np.hypot((xx + 0.5) / size - 0.5, (yy + 0.5) / size - 0.5) / math.sqrt(0.5)
+    vig = (1 - strength * rr**2)[..., None]
+    vig.flags.writeable = False
+    return vig
 
 
 def clip_times(n_frames: int) -> list[float]:
