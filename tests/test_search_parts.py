@@ -1,4 +1,4 @@
-"""Search building blocks: the matching moment, xpool frame weights, confidence, shortlist backends."""
+"""Search building blocks: the matching moment, xpool frame weights, shortlist backends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from calm.config.schema import FusionConfig
 from calm.model.fusion import build_fusion
-from calm.search.confidence import NullModel, abstains, confidence, null_max_level
 from calm.search.moment import best_frame_weights, moment, segment_bounds
 from calm.search.shortlist import Shortlist
 
@@ -77,36 +76,6 @@ def test_xpool_frame_weights_are_the_attention_that_pools():
         # a text equal to one frame's feature attends to that frame most
         target = head.frame_weights(frames[2, 4][None] * 10, state)[0, 2]
         assert int(target.argmax()) == 4
-
-
-def test_null_max_level_grows_with_the_collection():
-    levels = [null_max_level(n) for n in (1, 40, 1000, 100_000)]
-    assert levels == sorted(levels)
-    assert levels[0] == pytest.approx(2.326, abs=1e-3)  # one draw: the 99th percentile
-    # simulated: the max of 1000 normals exceeds the level about 1% of the time
-    rng = np.random.default_rng(0)
-    maxima = rng.standard_normal((4000, 1000)).max(axis=1)
-    assert 0.003 < float((maxima > levels[2]).mean()) < 0.02
-
-
-def test_a_clear_outlier_is_confident_and_the_best_of_the_bulk_is_not():
-    rng = np.random.default_rng(1)
-    reference = rng.normal(0.2, 0.02, 256)
-    null = NullModel.from_reference(reference, collection=1000)
-    assert null.centre == pytest.approx(0.2, abs=0.005)
-    assert null.spread == pytest.approx(0.02, rel=0.2)
-    strong, weak = null.evidence(np.array([0.2 + 10 * 0.02, 0.2 + 2.5 * 0.02]))
-    assert strong > 0.99 and not abstains(strong)
-    assert weak < 0.1 and abstains(weak)
-    assert NullModel.from_reference(reference[:5], collection=5) is None
-    assert not abstains(None)
-
-
-def test_sigma_discounts_the_confidence_but_never_raises_it():
-    evidence = np.array([0.9, 0.9, 0.9])
-    out = confidence(evidence, np.array([0.0, 0.5, 1.0]))
-    assert out.tolist() == pytest.approx([0.9, 0.675, 0.45])
-    assert confidence(evidence, None) is evidence
 
 
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])

@@ -1,4 +1,5 @@
-"""`calm index --checkpoint CKPT --videos DIR --out INDEX [--workers N]`: build or update an index."""
+"""`calm index --checkpoint CKPT --videos DIR --out INDEX [--workers N] [--calibrate]`: build or
+update an index, optionally with a calibrated search confidence."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips encoded per forward pass")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    cal = p.add_argument_group(
+        "confidence calibration",
+        "fit P(top result is right) on a split with known answers and store it in the index "
+        "(without it, search shows scores only and never abstains)")
+    cal.add_argument("--calibrate", action="store_true",
+                     help="calibrate on the checkpoint's validation split (its config's data.*)")
+    cal.add_argument("--calibration-dataset", help="another benchmark loader (msrvtt, didemo, ...)")
+    cal.add_argument("--calibration-annotations", help="its annotation folder")
+    cal.add_argument("--calibration-videos", help="its video folder")
+    cal.add_argument("--calibration-split", help="its split (default: the config's data.val_split)")
     p.set_defaults(func=run)
 
 
@@ -33,13 +44,32 @@ def run(args) -> int:
         model = load(args.checkpoint, args.device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    calibration = None
+    explicit = [args.calibration_dataset, args.calibration_annotations, args.calibration_videos,
+                args.calibration_split]
+    if args.calibrate or any(explicit):
+        from calm.search.calibrate import source_for
+
+        calibration = source_for(model, *explicit)
     report = build_index(model, args.videos, args.out, workers=args.workers,
-                         progress=not args.no_progress, batch_size=args.batch_size)
+                         progress=not args.no_progress, batch_size=args.batch_size,
+                         calibration=calibration)
     print(f"{report['index']}: {report['indexed']} videos indexed ({report['new']} new, "
           f"{report['kept']} unchanged, {report['removed']} removed), {report['failed']} failed, "
           f"in {report['seconds']:.1f} s")
     for failure in report["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}")
+    cal = report.get("calibration")
+    if cal is None:
+        print("  confidence: uncalibrated (rerun with --calibrate for a probability and abstention)")
+    else:
+        src = cal["source"]
+        print(f"  confidence: {cal['chosen']} calibration on {src['dataset']}/{src['split']} "
+              f"({cal['queries']} captions, {cal['collection']} videos, top-1 right "
+              f"{100 * cal['top1_accuracy']:.0f}%): ECE platt {cal['ece']['platt']:.3f}, isotonic "
+              f"{cal['ece']['isotonic']:.3f}; 'no confident match' for "
+              f"{100 * cal['abstain_correct']:.0f}% of right and "
+              f"{100 * (cal['abstain_wrong'] or 0):.0f}% of wrong top results")
     if report.get("note"):
         print(f"  note: {report['note']}")
     print(json.dumps({k: report[k] for k in ("indexed", "new", "kept", "removed", "failed")}))

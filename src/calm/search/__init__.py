@@ -5,6 +5,7 @@ store      the index folder: manifest, memory-mapped arrays, thumbnails
 shortlist  stage one: frame-mean vectors, fp16 matrix-vector product
 searcher   stage two: the model's own fusion head on the shortlist; moment, confidence
 moment     the matching time span from per-frame weights
-confidence z-scores against a reference sample; when to say nothing matches
+calibration P(top result is right) from score, margin and z; fitted by `calm index --calibrate`
+calibrate  the calibration split encoded and searched (calibrate.py)
 server     the web page and JSON API (`calm serve`)
 """

@@ -90,7 +90,7 @@ class _Rows:
             writer.finish()
 
 
-def _as_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
+def index_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
     """What search needs per video, as fp16/fp32 numpy rows."""
     rows = {
         f"state.{k}": v.numpy() if v.dtype == torch.bool else v.half().numpy()
@@ -107,16 +107,18 @@ def _as_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
         top = probs.topk(min(TOP_ANCHORS, probs.shape[1]), dim=1)
         rows["anchor_ids"] = top.indices.numpy().astype(np.int32)
         rows["anchor_probs"] = top.values.numpy().astype(np.float32)
-    if model.has_vae:
-        rows["sigma"] = model.uncertainty(enc).numpy().astype(np.float32)
     return rows
 
 
 def build_index(
     model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
-    batch_size: int = 8,
+    batch_size: int = 8, calibration=None,
 ) -> dict:
-    """Creates or updates the index in `out` for the video files under `videos`; returns the report."""
+    """Creates or updates the index in `out` for the video files under `videos`; returns the report.
+
+    `calibration` (a `calibrate.CalibrationSource`) fits the search confidence on that split and
+    stores it; without it an update keeps the index's earlier calibration.
+    """
     started = time.time()
     root, out = Path(videos).resolve(), Path(out)
     old = store.read_manifest(out)
@@ -168,17 +170,24 @@ def build_index(
                                  "reason": reason})
         if not len(enc):
             continue
-        rows.append(_as_rows(model, enc))
+        rows.append(index_rows(model, enc))
         for path, jpeg in zip(enc.paths, enc.thumbnails):
             f = by_path[path]
             (thumbs / store.thumbnail_name(f.rel)).write_bytes(jpeg)
             entries.append(VideoEntry(f.rel, f.size, f.mtime_ns))
     rows.finish()
     failures.extend(new_failures)
+    if calibration is not None:
+        from calm.search.calibrate import calibrate
+
+        fitted = calibrate(model, calibration, workers, batch_size, progress)
+    else:
+        fitted = old.calibration if old else None
     manifest = Manifest(
         root=str(root), checkpoint=model_record(model), generation=generation, videos=entries,
         failures=sorted(failures, key=lambda f: f["path"]),
         state_keys=sorted(k[len("state."):] for k in rows.writers if k.startswith("state.")),
+        calibration=fitted,
     )
     present = {store.thumbnail_name(v.path) for v in entries}
     for thumb in thumbs.glob("*.jpg"):
@@ -196,6 +205,7 @@ def build_index(
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in manifest.failures],
         "seconds": round(time.time() - started, 2),
         "workers": workers,
+        "calibration": None if fitted is None else fitted["report"],
     }
     if not entries and not failures:
         report["note"] = f"no video files under {root}"

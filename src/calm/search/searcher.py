@@ -1,13 +1,15 @@
-"""Two-stage text-to-video search over an index, with the matching moment and a confidence.
+"""Two-stage text-to-video search over an index, with the matching moment and a calibrated
+probability that the best result is right.
 
 1. Shortlist: cosine of the query with every video's frame-mean vector (one fp16 matrix-vector
    product), keeping the best `shortlist` videos.
 2. Exact: the model's own fusion head scores the query against the stored text-free video state
-   of the shortlisted videos (and of a fixed reference sample, for confidence); the top k of
-   those scores are the results, in the order `calm eval` would rank them.
+   of the shortlisted videos (and of a fixed reference sample, for the confidence features);
+   the top k of those scores are the results, in the order `calm eval` would rank them.
 
-Ranking depends only on (query, video). The confidence and the abstention also look at how the
-query scores on the reference sample (see `calm.search.confidence`).
+Ranking depends only on (query, video). The probability that the top result is right comes
+from a calibrator fitted on a split with known answers (`calm index --calibrate`,
+`calm.search.calibration`); an index without one says "uncalibrated" and never abstains.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calm.search import confidence as conf
 from calm.search import store
+from calm.search.calibration import Calibrator, query_features
 from calm.search.moment import best_frame_weights, moment
 from calm.search.shortlist import Shortlist
 from calm.search.store import Manifest, SearchIndexError
@@ -37,31 +39,59 @@ class Hit:
     start: float  # seconds: the matching moment
     end: float
     anchors: list[tuple[str, float]]
-    confidence: float | None
-    sigma: float | None = None
     thumbnail: str = ""
     row: int = -1
+
+
+@dataclass
+class Confidence:
+    """How sure search is that the top result is right: a calibrated probability, or nothing."""
+
+    calibrated: bool
+    probability: float | None = None  # P(top result is right), from the index's calibrator
+    threshold: float | None = None  # below it: "no confident match"
+    method: str | None = None
+    features: dict | None = None
+
+    @property
+    def confident(self) -> bool | None:
+        """True / False against the threshold; None when uncalibrated (no abstention)."""
+        if self.probability is None:
+            return None
+        return self.probability >= self.threshold
+
+    def to_json(self) -> dict:
+        return {
+            "calibrated": self.calibrated,
+            "probability": None if self.probability is None else round(self.probability, 4),
+            "threshold": None if self.threshold is None else round(self.threshold, 4),
+            "method": self.method,
+        }
 
 
 @dataclass
 class SearchResult:
     query: str
     results: list[Hit]
-    confident: bool  # False: even the best result is weak ("no confident match")
+    confidence: Confidence
     note: str = ""
     timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def confident(self) -> bool | None:
+        return self.confidence.confident
 
     def to_json(self) -> dict:
         return {
             "query": self.query,
             "results": [
-                {"path": h.path, "score": round(h.score, 5), "start": round(h.start, 3),
+                {"path": h.path, "score": round(h.score, 6), "start": round(h.start, 3),
                  "end": round(h.end, 3),
                  "anchors": [[a, round(p, 4)] for a, p in h.anchors],
-                 "confidence": None if h.confidence is None else round(h.confidence, 4),
-                 "sigma": h.sigma, "thumbnail": h.thumbnail}
+                 "thumbnail": h.thumbnail}
                 for h in self.results
             ],
+            "confidence": self.confidence.to_json(),
             "confident": self.confident,
             "note": self.note,
         }
@@ -97,6 +127,25 @@ class SearchIndex:
     def thumbnail_path(self, row: int) -> Path:
         return self.folder / store.THUMBS / store.thumbnail_name(self.paths[row])
 
+    @property
+    def calibrator(self) -> Calibrator | None:
+        data = self.manifest.calibration
+        return None if data is None else Calibrator.from_json(data)
+
+
+class MemoryIndex(SearchIndex):
+    """Index rows held in memory (no folder): what calibration searches over."""
+
+    def __init__(self, paths: list[str], arrays: dict[str, np.ndarray], checkpoint: dict):
+        self.folder = None
+        state_keys = sorted(k[len("state."):] for k in arrays if k.startswith("state."))
+        self.manifest = Manifest(root="", checkpoint=checkpoint, state_keys=state_keys)
+        self.arrays = arrays
+        self.paths = list(paths)
+        self.row_of = {p: i for i, p in enumerate(self.paths)}
+        self.root = Path()
+        self.labels = checkpoint.get("anchor_labels")
+
 
 def reference_rows(n: int, size: int = REFERENCE_SIZE) -> np.ndarray:
     """A fixed, evenly spread sample of rows (all rows when the index is small)."""
@@ -113,7 +162,8 @@ class Searcher:
     """
 
     def __init__(self, index: SearchIndex, head, encode_text=None,
-                 shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch"):
+                 shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch",
+                 calibrator: Calibrator | None = None):
         self.index = index
         self.head = head.eval()
         self.device = next(iter(head.parameters()), torch.empty(0)).device
@@ -123,8 +173,7 @@ class Searcher:
         self.shortlist = Shortlist(index.arrays["mean"], backend) if n else None
         self.reference = reference_rows(n)
         self._reference_state = index.state_rows(self.reference) if n else None
-        sigma = index.arrays.get("sigma")
-        self._sigma_sorted = np.sort(np.asarray(sigma, dtype=np.float64)) if sigma is not None else None
+        self.calibrator = calibrator if calibrator is not None else index.calibrator
 
     @classmethod
     def open(cls, folder: Path, checkpoint: Path | None = None, device: str = "cpu",
@@ -171,12 +220,29 @@ class Searcher:
         probs = self.index.arrays["anchor_probs"][row]
         return [(self.index.labels[int(i)], float(p)) for i, p in zip(ids, probs)]
 
-    def _sigma_percentile(self, rows: np.ndarray):
-        if self._sigma_sorted is None:
-            return None, None
-        sigma = np.asarray(self.index.arrays["sigma"][rows], dtype=np.float64)
-        n = max(len(self._sigma_sorted) - 1, 1)
-        return sigma, np.searchsorted(self._sigma_sorted, sigma, side="left") / n
+    def ranked(self, text: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(top rows, their exact scores, the reference sample's scores) for one query."""
+        n = len(self.index)
+        text = text.float().cpu()
+        candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k)))
+        scores = self._exact(text, candidates)
+        order = np.argsort(-scores, kind="stable")[:k]
+        if len(candidates) == n:
+            reference = scores[np.searchsorted(candidates, self.reference)]
+        else:
+            reference = self._exact(text, self.reference, self._reference_state)
+        return candidates[order], scores[order], reference
+
+    def confidence_of(self, top_scores: np.ndarray, reference: np.ndarray) -> Confidence:
+        """The calibrated probability that the first of `top_scores` is the right video."""
+        cal = self.calibrator
+        features = query_features(float(top_scores[0]),
+                                  float(top_scores[1]) if len(top_scores) > 1 else None, reference)
+        named = dict(zip(("score", "margin", "z"), (float(f) for f in features)))
+        if cal is None:
+            return Confidence(False, features=named)
+        return Confidence(True, float(cal.probability(features)[0]), float(cal.threshold),
+                          cal.method, named)
 
     # ---- queries --------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10) -> SearchResult:
@@ -194,61 +260,48 @@ class Searcher:
         k = max(1, min(int(k), MAX_K))
         n = len(self.index)
         if n == 0:
-            return SearchResult(query, [], False, "the index holds no videos")
+            return SearchResult(query, [], Confidence(self.calibrator is not None),
+                                "the index holds no videos")
         t0 = time.perf_counter()
-        text = text.float().cpu()
-        candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k)))
+        # one more than shown: the margin feature needs the second-best score
+        top_rows, top_scores, reference = self.ranked(text, max(k, 2))
         t1 = time.perf_counter()
-        scores = self._exact(text, candidates)
-        order = np.argsort(-scores, kind="stable")[:k]
-        top_rows, top_scores = candidates[order], scores[order]
+        confidence = self.confidence_of(top_scores, reference)
+        top_rows, top_scores = top_rows[:k], top_scores[:k]
+        spans = self._moments(text.float().cpu(), top_rows)
+        hits = [
+            Hit(path=self.index.paths[row], score=float(top_scores[i]), start=spans[i][0],
+                end=spans[i][1], anchors=self._anchors(row),
+                thumbnail=store.thumbnail_name(self.index.paths[row]), row=row)
+            for i, row in enumerate(int(r) for r in top_rows)
+        ]
+        if not confidence.calibrated:
+            note = "uncalibrated: scores only (index with --calibrate for a probability)"
+        elif not confidence.confident:
+            note = (f"no confident match: the best result is right with probability "
+                    f"{confidence.probability:.2f}, below the threshold {confidence.threshold:.2f}")
+        else:
+            note = ""
         t2 = time.perf_counter()
-        if len(candidates) == n:
-            reference_scores = scores
-        else:
-            reference_scores = self._exact(text, self.reference, self._reference_state)
-        null = conf.NullModel.from_reference(reference_scores, n)
-        spans = self._moments(text, top_rows)
-        sigma, sigma_pct = self._sigma_percentile(top_rows)
-        evidence = null.evidence(top_scores) if null is not None else None
-        confidences = conf.confidence(evidence, sigma_pct) if evidence is not None else None
-        hits = []
-        for i, row in enumerate(top_rows):
-            row = int(row)
-            hits.append(Hit(
-                path=self.index.paths[row], score=float(top_scores[i]),
-                start=spans[i][0], end=spans[i][1], anchors=self._anchors(row),
-                confidence=None if confidences is None else float(confidences[i]),
-                sigma=None if sigma is None else round(float(sigma[i]), 5),
-                thumbnail=store.thumbnail_name(self.index.paths[row]), row=row,
-            ))
-        best = None if evidence is None else float(evidence[0])
-        if null is None:
-            confident, note = True, f"too few videos ({n}) to judge confidence"
-        elif conf.abstains(best):
-            confident = False
-            note = (f"no confident match: the best score {top_scores[0]:.3f} is not clearly above "
-                    f"what the best of {n} unrelated videos would reach")
-        else:
-            confident, note = True, ""
-        t3 = time.perf_counter()
-        timings = {"shortlist": (t1 - t0) * 1000, "exact": (t2 - t1) * 1000,
-                   "explain": (t3 - t2) * 1000}
-        return SearchResult(query, hits, confident, note,
+        timings = {"rank": (t1 - t0) * 1000, "explain": (t2 - t1) * 1000}
+        return SearchResult(query, hits, confidence, note,
                             {name: round(v, 2) for name, v in timings.items()})
 
 
 def format_results(result: SearchResult) -> str:
     """Plain-text rendering for `calm search`."""
     lines = [f"query: {result.query}"]
-    if not result.confident or result.note:
+    c = result.confidence
+    if c.calibrated and c.probability is not None:
+        verdict = "confident" if c.confident else "no confident match"
+        lines.append(f"  top result right with probability {100 * c.probability:.0f}% "
+                     f"(threshold {100 * c.threshold:.0f}%): {verdict}")
+    elif result.note:
         lines.append(f"  ({result.note})")
     for rank, h in enumerate(result.results, 1):
-        confidence = "   -" if h.confidence is None else f"{100 * h.confidence:3.0f}%"
         anchors = ", ".join(f"{a} {p:.2f}" for a, p in h.anchors[:3])
         lines.append(
-            f"{rank:3d}. {h.score:+.4f}  conf {confidence}  {h.start:7.2f}-{h.end:7.2f}s  {h.path}"
+            f"{rank:3d}. {h.score:+.4f}  {h.start:7.2f}-{h.end:7.2f}s  {h.path}"
             + (f"  [{anchors}]" if anchors else "")
         )
     return "\n".join(lines)
-

@@ -1,7 +1,8 @@
 """The on-disk search index: a JSON manifest plus one `.npy` file per per-video array.
 
     INDEX/index.json        format, the checkpoint that built it (sha256), the video folder,
-                            per video: path (relative), size, mtime; files that failed, and why
+                            per video: path (relative), size, mtime; files that failed, and why;
+                            the confidence calibrator fitted by `calm index --calibrate`
     INDEX/report.json       what the last `calm index` run did (new, kept, removed, failed)
     INDEX/data-<gen>/*.npy  row i of every array belongs to videos[i] of the manifest
     INDEX/thumbs/<id>.jpg   one thumbnail per video
@@ -57,6 +58,7 @@ class Manifest:
     videos: list[VideoEntry] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)  # path, size, mtime_ns, reason
     state_keys: list[str] = field(default_factory=list)
+    calibration: dict | None = None  # a fitted `calibration.Calibrator`, None: uncalibrated
 
     def to_json(self) -> dict:
         return {
@@ -67,6 +69,7 @@ class Manifest:
             "state_keys": self.state_keys,
             "videos": [[v.path, v.size, v.mtime_ns] for v in self.videos],
             "failures": self.failures,
+            "calibration": self.calibration,
         }
 
     @classmethod
@@ -81,6 +84,7 @@ class Manifest:
                 videos=[VideoEntry(p, int(s), int(m)) for p, s, m in data["videos"]],
                 failures=list(data["failures"]),
                 state_keys=list(data["state_keys"]),
+                calibration=data.get("calibration"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SearchIndexError(f"{source}: damaged index manifest ({exc!r})") from None

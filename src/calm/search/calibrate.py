@@ -1,0 +1,134 @@
+"""`calm index --calibrate`: fit the search confidence on a split whose answers are known.
+
+The split is the checkpoint's own validation split (its config's `data.dataset`,
+`data.annotations`, `data.videos`, `data.val_split`, `data.options`) unless explicit
+`--calibration-*` flags name another. Its videos are encoded and held in memory as a small
+index; every caption is searched there exactly as `calm search` searches (shortlist, exact
+scores, reference sample), and its best result is right when it is the caption's own video.
+The fitted calibrator (`calm.search.calibration`) is stored in the index manifest with what it
+measured, so `calm search` needs nothing but the index.
+
+The probability describes a collection like the calibration split: the larger an index, the
+more near-misses compete with the right video, so the probability at a given score is
+optimistic for an index far larger than the split (the manifest records the split's size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calm.api import CalmModel
+from calm.data.annotations import SplitAnnotations
+from calm.data.errors import DataError
+from calm.search.calibration import fit_calibrator
+from calm.search.searcher import MemoryIndex, Searcher
+from calm.search.store import SearchIndexError
+
+TEXT_BATCH = 256
+
+
+@dataclass
+class CalibrationSource:
+    dataset: str
+    annotations: str
+    videos: str
+    split: str
+    options: dict
+
+
+def source_for(model: CalmModel, dataset: str | None = None, annotations: str | None = None,
+               videos: str | None = None, split: str | None = None) -> CalibrationSource:
+    """The checkpoint's validation split, with any explicitly given part replacing its own."""
+    data = model.cfg.data
+    explicit = dataset is not None
+    src = CalibrationSource(
+        dataset=dataset or data.dataset,
+        annotations=annotations or ("" if explicit else data.annotations) or "",
+        videos=videos or ("" if explicit else data.videos) or "",
+        split=split or data.val_split,
+        options={} if explicit else dict(data.options or {}),
+    )
+    for name in ("annotations", "videos"):
+        value = getattr(src, name)
+        if not value:
+            raise SearchIndexError(
+                f"calibration: the checkpoint's config names no data.{name}; pass "
+                f"--calibration-{name} (and --calibration-dataset) for a split with known answers"
+            )
+        if not Path(value).exists():
+            raise SearchIndexError(
+                f"calibration: {value} (data.{name} of the calibration split) does not exist; "
+                f"pass --calibration-{name} where it lives now"
+            )
+    return src
+
+
+def load_source(src: CalibrationSource) -> SplitAnnotations:
+    from calm.data.benchmarks.common import load_split
+
+    try:
+        return load_split(src.dataset, src.annotations, src.videos, src.split, src.options)
+    except DataError as exc:
+        raise SearchIndexError(f"calibration split {src.dataset}/{src.split}: {exc}") from None
+
+
+def encode_split(model: CalmModel, ann: SplitAnnotations, workers: int = 0,
+                 batch_size: int = 8, progress: bool = False) -> tuple[MemoryIndex, list[str]]:
+    """The split's videos as an in-memory index (row order = decoded files), and the failures."""
+    from calm.search.build import index_rows, model_record
+
+    paths = [str(v.path) for v in ann.videos]
+    blocks, decoded, failed = [], [], []
+    for enc in model.iter_encode_videos(paths, workers, progress, batch_size):
+        failed.extend(f"{p}: {r}" for p, r in enc.failed)
+        if len(enc):
+            blocks.append(index_rows(model, enc))
+            decoded.extend(enc.paths)
+    if not blocks:
+        raise SearchIndexError("calibration: no video of the split could be decoded; "
+                               + "; ".join(failed[:5]))
+    arrays = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    return MemoryIndex(decoded, arrays, model_record(model)), failed
+
+
+def calibration_examples(searcher: Searcher, texts, targets: np.ndarray, batch: int = TEXT_BATCH):
+    """(features [N, 3], top result right [N], target row [N]) for encoded queries `texts`."""
+    features, correct = [], []
+    for i, text in enumerate(texts):
+        rows, scores, reference = searcher.ranked(text, 2)
+        conf = searcher.confidence_of(scores, reference)
+        features.append([conf.features[k] for k in ("score", "margin", "z")])
+        correct.append(int(rows[0]) == int(targets[i]))
+    return np.array(features, dtype=np.float64), np.array(correct, dtype=np.float64)
+
+
+def calibrate(model: CalmModel, src: CalibrationSource, workers: int = 0, batch_size: int = 8,
+              progress: bool = False, shortlist: int | None = None) -> dict:
+    """Fits the calibrator on `src`; returns it as JSON (with its report) for the manifest."""
+    ann = load_source(src)
+    index, failed = encode_split(model, ann, workers, batch_size, progress)
+    row_of = {p: i for i, p in enumerate(index.paths)}
+    kept = [(t.text, row_of[str(ann.videos[t.video_index].path)]) for t in ann.texts
+            if str(ann.videos[t.video_index].path) in row_of]
+    if not kept:
+        raise SearchIndexError("calibration: no caption of the split has a decodable video")
+    kwargs = {} if shortlist is None else {"shortlist": shortlist}
+    searcher = Searcher(index, model.model.fusion, **kwargs)
+    texts = [t for t, _ in kept]
+    targets = np.array([r for _, r in kept])
+    encoded = [model.encode_texts(texts[i : i + TEXT_BATCH]) for i in range(0, len(texts), TEXT_BATCH)]
+    features, correct = calibration_examples(searcher, [t for block in encoded for t in block],
+                                             targets)
+    try:
+        cal = fit_calibrator(features, correct, targets)
+    except ValueError as exc:
+        raise SearchIndexError(f"calibration on {src.dataset}/{src.split}: {exc}") from None
+    cal.report.update({
+        "source": asdict(src),
+        "collection": len(index),
+        "videos_failed": len(failed),
+    })
+    return cal.to_json()
