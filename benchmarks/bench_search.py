@@ -46,6 +46,7 @@ import torch
 from calm.config import FusionConfig
 from calm.model.fusion import build_fusion
 from calm.search import store
+from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.searcher import DEFAULT_SHORTLIST, Searcher, SearchIndex
 from calm.search.shortlist import BACKENDS
 
@@ -161,17 +162,24 @@ def make_queries(feats: Features, n: int, noise: float, seed: int) -> tuple[torc
 
 
 @torch.no_grad()
-def exhaustive_top(index: SearchIndex, head, texts: torch.Tensor, k: int, chunk: int = 250):
-    """Exact scores of every video for every text: the reference the two stages are held to."""
+def exhaustive_scores(index: SearchIndex, scorer: Scorer, texts: torch.Tensor,
+                      chunk: int = 250) -> tuple[np.ndarray, float]:
+    """Exact scores [Q, N] of every video for every text, and the seconds per query."""
     n = len(index)
     scores = np.empty((len(texts), n), dtype=np.float32)
     started = time.perf_counter()
     for start in range(0, n, chunk):
         rows = np.arange(start, min(start + chunk, n))
-        scores[:, rows] = head.score(texts, index.state_rows(rows)).numpy()
-    seconds = time.perf_counter() - started
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return top, seconds / len(texts)
+        agreement = np.asarray(index.arrays[AGREEMENT][rows]) if scorer.needs_agreement else None
+        scores[:, rows] = scorer.score_many(texts, index.state_rows(rows), agreement)
+    return scores, (time.perf_counter() - started) / len(texts)
+
+
+def exhaustive_top(index: SearchIndex, scorer, texts: torch.Tensor, k: int, chunk: int = 250):
+    """The exact top k of every video for every text: the reference the two stages are held to."""
+    scorer = scorer if isinstance(scorer, Scorer) else Scorer(scorer)
+    scores, seconds = exhaustive_scores(index, scorer, texts, chunk)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k], seconds
 
 
 def recall_at(two_stage: list[set], exhaustive: np.ndarray, k: int) -> float:
@@ -265,60 +273,84 @@ def bench_features(args) -> dict:
             lat_s, tops_s, _ = run_queries(s, texts[:m])
             print(f"{size:<18d} {np.percentile(lat_s, 50):8.2f} ms {np.percentile(lat_s, 95):6.2f} ms "
                   f"{recall_at(tops_s, ex_top, 10):10.4f}")
-        rng = np.random.default_rng([args.seed, 4])
-        random_q = torch.from_numpy(_unit(rng.standard_normal((m, DIM)).astype(np.float32)))
-        _, _, confident_random = run_queries(searcher, random_q)
-        print(f"abstention ('no confident match'): {100 * (1 - confident.mean()):.1f}% of the "
-              f"frame queries, {100 * (1 - confident_random.mean()):.1f}% of {m} random queries")
         return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
                 "recall": {b: r for b, _, _, r in rows}}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _nonsense(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng([seed, 5])
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    return [" ".join("".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(4))
+            for _ in range(n)]
+
+
 def bench_synthetic(args) -> None:
-    """Recall on a real index of the synthetic benchmark's clips, queried with its captions."""
+    """A real index of a `calm synth` benchmark's clips (all domains), calibrated on the
+    checkpoint's validation split, queried with the MSR-VTT-style test captions: shortlist
+    recall against exhaustive exact scoring, and the calibrated confidence on held-out queries."""
     from calm.api import load
     from calm.data.benchmarks.common import get_loader
     from calm.search.build import build_index
+    from calm.search.calibrate import source_for
+    from calm.search.calibration import expected_calibration_error
 
     root = Path(args.synthetic)
     folder = Path(tempfile.mkdtemp(prefix="calm-bench-synth-", dir=args.tmp))
     try:
         model = load(args.checkpoint)
-        report = build_index(model, root, folder / "index", workers=args.workers)  # all domains
+        source = source_for(model)
+        report = build_index(model, root, folder / "index", workers=args.workers,
+                             calibration=source)
+        cal = report["calibration"]
         videos = root / "msrvtt" / "videos"
         ann = get_loader("msrvtt", root / "msrvtt" / "annotations", videos, {}).load_split("test")
         captions = [t.text for t in ann.texts]
         texts = model.encode_texts(captions)
         index = SearchIndex(folder / "index")
-        head = model.model.fusion
-        ex_top, _ = exhaustive_top(index, head, texts, 10)
+        scorer = Scorer.from_model(model)
+        scores, _ = exhaustive_scores(index, scorer, texts)
+        ex_top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
         n = len(index)
         print(f"synthetic benchmark: {n} clips of {root} indexed in {report['seconds']:.0f} s "
               f"({report['failed']} failed), {len(captions)} msrvtt test captions as queries, "
-              f"checkpoint {args.checkpoint}")
-        for size in (10, 20, 50, 100, 200, 500):
+              f"checkpoint {args.checkpoint} (score mode {scorer.mode})")
+        for size in sorted({10, 20, 50, 100, 200, DEFAULT_SHORTLIST}):
             if size >= n:
-                break
-            s = Searcher(index, head, shortlist=size)
+                print(f"  shortlist {size} >= {n} clips: exhaustive, nothing to measure")
+                continue
+            s = Searcher(index, scorer, shortlist=size)
             _, tops, _ = run_queries(s, texts)
             print(f"  shortlist {size:4d} of {n}: recall@10 {recall_at(tops, ex_top, 10):.4f}")
-        s = Searcher(index, head)
-        own = [index.row_of[(ann.videos[t.video_index].path).resolve().relative_to(root.resolve())
-                            .as_posix()] for t in ann.texts]
-        _, tops, confident = run_queries(s, texts)
-        hits = np.mean([o in top for o, top in zip(own, tops)])
-        rng = np.random.default_rng([args.seed, 5])
-        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-        nonsense = [" ".join("".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(4))
-                    for _ in range(len(captions))]
-        _, _, confident_nonsense = run_queries(s, model.encode_texts(nonsense))
-        print(f"  the caption's own clip in the top 10: {100 * hits:.1f}%; 'no confident match' for "
-              f"{100 * (1 - confident.mean()):.1f}% of the captions and "
-              f"{100 * (1 - confident_nonsense.mean()):.1f}% of random-letter queries")
+        s = Searcher(index, scorer)
+        own = np.array([index.row_of[(ann.videos[t.video_index].path).resolve()
+                                     .relative_to(root.resolve()).as_posix()] for t in ann.texts])
+        results = [s.search_encoded("q", t, 10) for t in texts]
+        top1 = np.array([r.results[0].row for r in results])
+        right = top1 == own
+        prob = np.array([r.confidence.probability for r in results])
+        abstain = np.array([not r.confident for r in results])
+        nonsense = [s.search_encoded("q", t, 10) for t in model.encode_texts(_nonsense(len(captions), args.seed))]
+        print(f"  calibration ({cal['chosen']}) on {cal['source']['dataset']}/{cal['source']['split']}: "
+              f"{cal['queries']} captions, {cal['collection']} videos, top-1 right "
+              f"{100 * cal['top1_accuracy']:.1f}%; cross-validated ECE platt {cal['ece']['platt']:.4f}, "
+              f"isotonic {cal['ece']['isotonic']:.4f}; threshold {report_threshold(index):.3f}: "
+              f"abstains on {100 * cal['abstain_correct']:.1f}% of right, "
+              f"{100 * cal['abstain_wrong']:.1f}% of wrong top results")
+        print(f"  held-out test captions in the {n}-clip index: top-1 right {100 * right.mean():.1f}%, "
+              f"own clip in the top 10 {100 * np.mean([o in {h.row for h in r.results} for o, r in zip(own, results)]):.1f}%; "
+              f"ECE {expected_calibration_error(prob, right):.4f} (mean probability {prob.mean():.3f}); "
+              f"'no confident match' for {100 * abstain[right].mean():.1f}% of right and "
+              f"{100 * abstain[~right].mean():.1f}% of wrong top results, and for "
+              f"{100 * np.mean([not r.confident for r in nonsense]):.1f}% of {len(nonsense)} "
+              f"random-letter queries")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_threshold(index: SearchIndex) -> float:
+    return float(index.manifest.calibration["threshold"])
 
 
 def main() -> None:

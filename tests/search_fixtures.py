@@ -27,23 +27,26 @@ def write_library(root: Path, clips: int = 10, frames: int = 30) -> Path:
     return root
 
 
-def tiny_config(fusion: str = "xpool", alignment: str = "vae") -> ExperimentConfig:
+def tiny_config(fusion: str = "xpool", alignment: str = "vae", score: str = "base",
+                heads: int = 1) -> ExperimentConfig:
     return from_dict(ExperimentConfig, {
         "model": {
             "backbone": {"name": "calm-micro"},
             "anchors": {"labels": "coco"},
-            "fusion": {"name": fusion, "dropout": 0.0, "layers": 1},
+            "fusion": {"name": fusion, "dropout": 0.0, "layers": 1, "heads": heads},
             "alignment": {"name": alignment},
+            "score": {"mode": score, "anchor_weight": 0.5},
         },
         "data": {"num_frames": NUM_FRAMES},
     })
 
 
-def tiny_checkpoint(path: Path, fusion: str = "xpool", alignment: str = "vae", seed: int = 0) -> Path:
+def tiny_checkpoint(path: Path, fusion: str = "xpool", alignment: str = "vae", seed: int = 0,
+                    score: str = "base", heads: int = 1) -> Path:
     """A random-init retrieval model saved as a calm checkpoint (what `calm train` writes)."""
     from calm.model.retrieval import CALM
 
-    cfg = tiny_config(fusion, alignment)
+    cfg = tiny_config(fusion, alignment, score, heads)
     torch.manual_seed(seed)
     return save_model(path, CALM.from_config(cfg.model).eval(), cfg, {"step": 0})
 

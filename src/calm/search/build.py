@@ -19,6 +19,7 @@ import torch
 from calm.api import CalmModel, EncodedVideos
 from calm.data.files import scan_videos
 from calm.search import store
+from calm.search.scoring import AGREEMENT, video_agreement
 from calm.search.store import Manifest, RowWriter, SearchIndexError, VideoEntry
 
 TOP_ANCHORS = 5
@@ -91,12 +92,13 @@ class _Rows:
 
 
 def index_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
-    """What search needs per video, as fp16/fp32 numpy rows."""
+    """What search needs per video as numpy rows. What scores is float32 (the head's state, the
+    anchor agreement): fp16 states move scores by ~1e-3, enough to swap neighbours in a ranking."""
     rows = {
-        f"state.{k}": v.numpy() if v.dtype == torch.bool else v.half().numpy()
+        f"state.{k}": v.numpy() if v.dtype == torch.bool else v.float().numpy()
         for k, v in enc.state.items()
     }
-    rows["mean"] = enc.mean.half().numpy()
+    rows["mean"] = enc.mean.float().numpy()
     rows["mask"] = enc.mask.numpy()
     rows["times"] = enc.times.numpy().astype(np.float32)
     rows["durations"] = enc.durations.numpy().astype(np.float32)
@@ -107,6 +109,9 @@ def index_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
         top = probs.topk(min(TOP_ANCHORS, probs.shape[1]), dim=1)
         rows["anchor_ids"] = top.indices.numpy().astype(np.int32)
         rows["anchor_probs"] = top.values.numpy().astype(np.float32)
+    if model.cfg.model.score.mode == "anchor_agreement" and model.has_vae:
+        rows[AGREEMENT] = video_agreement(model, enc.frames.to(model.device),
+                                          enc.mask.to(model.device))
     return rows
 
 

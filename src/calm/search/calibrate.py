@@ -24,6 +24,7 @@ from calm.api import CalmModel
 from calm.data.annotations import SplitAnnotations
 from calm.data.errors import DataError
 from calm.search.calibration import fit_calibrator
+from calm.search.scoring import Scorer
 from calm.search.searcher import MemoryIndex, Searcher
 from calm.search.store import SearchIndexError
 
@@ -116,7 +117,7 @@ def calibrate(model: CalmModel, src: CalibrationSource, workers: int = 0, batch_
     if not kept:
         raise SearchIndexError("calibration: no caption of the split has a decodable video")
     kwargs = {} if shortlist is None else {"shortlist": shortlist}
-    searcher = Searcher(index, model.model.fusion, **kwargs)
+    searcher = Searcher(index, Scorer.from_model(model), **kwargs)
     texts = [t for t, _ in kept]
     targets = np.array([r for _, r in kept])
     encoded = [model.encode_texts(texts[i : i + TEXT_BATCH]) for i in range(0, len(texts), TEXT_BATCH)]

@@ -24,6 +24,7 @@ import torch
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
 from calm.search.moment import best_frame_weights, moment
+from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
 from calm.search.store import Manifest, SearchIndexError
 
@@ -161,18 +162,21 @@ class Searcher:
     takes both from the index's checkpoint. `search_encoded` needs only the head.
     """
 
-    def __init__(self, index: SearchIndex, head, encode_text=None,
+    def __init__(self, index: SearchIndex, scorer, encode_text=None,
                  shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch",
                  calibrator: Calibrator | None = None):
+        """`scorer`: a `Scorer` (what `Searcher.open` builds from the checkpoint), or a bare
+        fusion head, which scores in mode `base`."""
         self.index = index
-        self.head = head.eval()
-        self.device = next(iter(head.parameters()), torch.empty(0)).device
+        self.scorer = scorer if isinstance(scorer, Scorer) else Scorer(scorer)
+        self.head = self.scorer.head
         self.encode_text = encode_text
         self.shortlist_size = shortlist
         n = len(index)
         self.shortlist = Shortlist(index.arrays["mean"], backend) if n else None
         self.reference = reference_rows(n)
         self._reference_state = index.state_rows(self.reference) if n else None
+        self._reference_agreement = self._agreement(self.reference) if n else None
         self.calibrator = calibrator if calibrator is not None else index.calibrator
 
     @classmethod
@@ -191,23 +195,29 @@ class Searcher:
             )
         model = load(path, device)
         check_same_model(index.manifest, model, index.folder)
-        return cls(index, model.model.fusion, model.encode_texts, **kwargs)
+        return cls(index, Scorer.from_model(model), model.encode_texts, **kwargs)
 
     # ---- stages ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _exact(self, text: torch.Tensor, rows: np.ndarray, state=None) -> np.ndarray:
-        state = self.index.state_rows(rows) if state is None else state
-        state = {k: v.to(self.device) for k, v in state.items()}
-        return self.head.score(text[None].to(self.device), state)[0].float().cpu().numpy()
+    def _agreement(self, rows: np.ndarray) -> np.ndarray | None:
+        if not self.scorer.needs_agreement:
+            return None
+        if AGREEMENT not in self.index.arrays:
+            raise SearchIndexError(
+                f"{self.index.folder}: the checkpoint scores in mode anchor_agreement but the "
+                "index stores no anchor agreement (built by an older calm): rebuild it"
+            )
+        return np.asarray(self.index.arrays[AGREEMENT][rows])
 
-    @torch.no_grad()
+    def _exact(self, text: torch.Tensor, rows: np.ndarray, state=None, agreement=None) -> np.ndarray:
+        if state is None:
+            state, agreement = self.index.state_rows(rows), self._agreement(rows)
+        return self.scorer.score(text, state, agreement)
+
     def _moments(self, text: torch.Tensor, rows: np.ndarray) -> list[tuple[float, float]]:
         times = np.asarray(self.index.arrays["times"][rows], dtype=np.float64)
         durations = np.asarray(self.index.arrays["durations"][rows], dtype=np.float64)
-        if hasattr(self.head, "frame_weights"):
-            state = {k: v.to(self.device) for k, v in self.index.state_rows(rows).items()}
-            weights = self.head.frame_weights(text[None].to(self.device), state)[0].cpu().numpy()
-        else:
+        weights = self.scorer.frame_weights(text, self.index.state_rows(rows))
+        if weights is None:
             frames = np.asarray(self.index.arrays["frames"][rows], dtype=np.float32)
             mask = np.asarray(self.index.arrays["mask"][rows])
             weights = best_frame_weights(text.cpu().numpy(), frames, mask)
@@ -230,7 +240,8 @@ class Searcher:
         if len(candidates) == n:
             reference = scores[np.searchsorted(candidates, self.reference)]
         else:
-            reference = self._exact(text, self.reference, self._reference_state)
+            reference = self._exact(text, self.reference, self._reference_state,
+                                    self._reference_agreement)
         return candidates[order], scores[order], reference
 
     def confidence_of(self, top_scores: np.ndarray, reference: np.ndarray) -> Confidence:
