@@ -78,6 +78,35 @@ def test_xpool_frame_weights_are_the_attention_that_pools():
         assert int(target.argmax()) == 4
 
 
+def test_with_several_heads_each_head_counts_by_its_share_of_the_pooled_embedding():
+    torch.manual_seed(1)
+    head = build_fusion(FusionConfig(name="xpool", dropout=0.0, heads=2), 32).eval()
+    with torch.no_grad():
+        for proj in (head.q_proj, head.k_proj, head.v_proj, head.out_proj):
+            proj.weight.add_(0.3 * torch.randn_like(proj.weight))
+        frames = torch.randn(3, 6, 32) * 3
+        mask = torch.ones(3, 6, dtype=torch.bool)
+        text = torch.randn(2, 32)
+        state = head.video_state(frames, mask)
+        attn = head._attention(text, state)  # [Nv, Nt, H, T]
+        w = head.frame_weights(text, state)
+        assert torch.allclose(w.sum(-1), torch.ones(2, 3), atol=1e-6)
+        # the two heads attend differently, so the mean over heads is not the pooling weight
+        assert (attn[:, :, 0] - attn[:, :, 1]).abs().max() > 0.05
+        # a head whose values are zero adds nothing to the embedding: the other head's attention
+        # is then exactly the weight every frame is pooled with
+        silent = dict(state, values=state["values"].clone())
+        silent["values"][:, :, 1] = 0.0
+        got = head.frame_weights(text, silent)
+        assert torch.allclose(got, attn[:, :, 0].permute(1, 0, 2), atol=1e-6)
+        assert not torch.allclose(got, attn.mean(2).permute(1, 0, 2), atol=1e-3)
+        # weights of the head pooled alone reproduce the pooled embedding when it is one head's
+        pooled = torch.einsum("tvf,vfo->vto", got, silent["values"][:, :, 0]) + head.out_proj.bias
+        x = head.norm_mid(pooled)
+        assert torch.allclose(head.norm_out(x + head.linear(x)), head.pool_state(text, silent),
+                              atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
 def test_shortlist_backends_agree(backend):
     if backend == "faiss":

@@ -24,7 +24,7 @@ from tests.search_fixtures import (  # noqa: E402
 )
 from tests.videos import write_clip  # noqa: E402
 
-RESULT_KEYS = {"path", "score", "start", "end", "anchors"}
+RESULT_KEYS = {"path", "score", "start", "end", "resolution", "anchors"}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import torch
 
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
-from calm.search.moment import best_frame_weights, moment
+from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
 from calm.search.store import Manifest, SearchIndexError
@@ -42,6 +42,7 @@ class Hit:
     anchors: list[tuple[str, float]]
     thumbnail: str = ""
     row: int = -1
+    resolution: float = 0.0  # seconds per sampled frame: the moment is no finer than this
 
 
 @dataclass
@@ -86,8 +87,10 @@ class SearchResult:
         return {
             "query": self.query,
             "results": [
-                {"path": h.path, "score": round(h.score, 6), "start": round(h.start, 3),
-                 "end": round(h.end, 3),
+                {"path": h.path, "score": round(h.score, 6),
+                 "start": round(h.start, time_decimals(h.resolution)),
+                 "end": round(h.end, time_decimals(h.resolution)),
+                 "resolution": round(h.resolution, 3),
                  "anchors": [[a, round(p, 4)] for a, p in h.anchors],
                  "thumbnail": h.thumbnail}
                 for h in self.results
@@ -213,7 +216,8 @@ class Searcher:
             state, agreement = self.index.state_rows(rows), self._agreement(rows)
         return self.scorer.score(text, state, agreement)
 
-    def _moments(self, text: torch.Tensor, rows: np.ndarray) -> list[tuple[float, float]]:
+    def moments(self, text: torch.Tensor, rows: np.ndarray) -> list[tuple[float, float, float]]:
+        """(start, end, resolution) in seconds of where query `text` [D] matches each video row."""
         times = np.asarray(self.index.arrays["times"][rows], dtype=np.float64)
         durations = np.asarray(self.index.arrays["durations"][rows], dtype=np.float64)
         weights = self.scorer.frame_weights(text, self.index.state_rows(rows))
@@ -221,7 +225,7 @@ class Searcher:
             frames = np.asarray(self.index.arrays["frames"][rows], dtype=np.float32)
             mask = np.asarray(self.index.arrays["mask"][rows])
             weights = best_frame_weights(text.cpu().numpy(), frames, mask)
-        return [moment(w, t, d)[:2] for w, t, d in zip(weights, times, durations)]
+        return [(*moment(w, t, d)[:2], resolution(t, d)) for w, t, d in zip(weights, times, durations)]
 
     def _anchors(self, row: int) -> list[tuple[str, float]]:
         if self.index.labels is None or "anchor_ids" not in self.index.arrays:
@@ -279,11 +283,12 @@ class Searcher:
         t1 = time.perf_counter()
         confidence = self.confidence_of(top_scores, reference)
         top_rows, top_scores = top_rows[:k], top_scores[:k]
-        spans = self._moments(text.float().cpu(), top_rows)
+        spans = self.moments(text.float().cpu(), top_rows)
         hits = [
             Hit(path=self.index.paths[row], score=float(top_scores[i]), start=spans[i][0],
                 end=spans[i][1], anchors=self._anchors(row),
-                thumbnail=store.thumbnail_name(self.index.paths[row]), row=row)
+                thumbnail=store.thumbnail_name(self.index.paths[row]), row=row,
+                resolution=spans[i][2])
             for i, row in enumerate(int(r) for r in top_rows)
         ]
         if not confidence.calibrated:
@@ -311,8 +316,9 @@ def format_results(result: SearchResult) -> str:
         lines.append(f"  ({result.note})")
     for rank, h in enumerate(result.results, 1):
         anchors = ", ".join(f"{a} {p:.2f}" for a, p in h.anchors[:3])
+        d = time_decimals(h.resolution)
         lines.append(
-            f"{rank:3d}. {h.score:+.4f}  {h.start:7.2f}-{h.end:7.2f}s  {h.path}"
+            f"{rank:3d}. {h.score:+.4f}  {h.start:7.{d}f}-{h.end:7.{d}f}s  {h.path}"
             + (f"  [{anchors}]" if anchors else "")
         )
     return "\n".join(lines)
