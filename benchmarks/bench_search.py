@@ -405,6 +405,78 @@ def bench_moments(args) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _test_clips(root: Path, per_domain: int) -> list[Path]:
+    from calm.data.benchmarks.common import load_split
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    out = []
+    for d in manifest["domains"]:
+        ann = load_split(d["loader"], root / d["annotations"], root / d["videos"], "test",
+                         d.get("loader_options") or {})
+        out.extend(v.path for v in ann.videos[:per_domain])
+    return out
+
+
+def bench_duplicates(args) -> None:
+    """Measures the near-duplicate threshold: frame-mean cosine (and frame containment) of clips
+    with their re-encoded, resized and cut copies, against that of distinct clips."""
+    from calm.api import load
+    from calm.data.synthetic.copies import KINDS, write_copy
+    from calm.search.duplicates import DUPLICATE_COSINE, frame_containment, unit
+
+    folder = Path(tempfile.mkdtemp(prefix="calm-bench-dups-", dir=args.tmp))
+    try:
+        model = load(args.checkpoint)
+        sources = _test_clips(Path(args.synthetic), max(1, args.duplicates // 3))
+        copies = {kind: [write_copy(p, folder / kind / f"{i}.mp4", kind, seed=i)
+                         for i, p in enumerate(sources)] for kind in KINDS}
+        every = sources + [p for kind in KINDS for p in copies[kind]]
+        enc = model.encode_videos(every, workers=args.workers)
+        if enc.failed:
+            raise SystemExit(f"could not decode: {enc.failed[:3]}")
+        n = len(sources)
+        means = unit(enc.mean.numpy())
+        frames = unit(enc.frames.numpy())
+        mask = enc.mask.numpy()
+        orig = means[:n]
+        pair = orig @ orig.T
+        np.fill_diagonal(pair, -np.inf)
+        nearest = pair.max(axis=1)
+        distinct = pair[np.triu_indices(n, 1)]
+        print(f"near-duplicates: {n} test clips of {args.synthetic} and a copy of each per kind, "
+              f"checkpoint {args.checkpoint}")
+        print(f"  {'':22s}{'min':>8s}{'1%':>8s}{'5%':>8s}{'median':>8s}   frame containment min / median")
+        lows = []
+        for k, kind in enumerate(KINDS):
+            block = slice(n * (k + 1), n * (k + 2))
+            cos = np.sum(orig * means[block], axis=1)
+            cont = np.array([frame_containment(frames[i], frames[n * (k + 1) + i], mask[i],
+                                               mask[n * (k + 1) + i]) for i in range(n)])
+            lows.append(np.percentile(cos, 1))
+            print(f"  copy: {kind:16s}" + "".join(f"{v:8.4f}" for v in (
+                cos.min(), np.percentile(cos, 1), np.percentile(cos, 5), np.median(cos)))
+                + f"   {cont.min():.4f} / {np.median(cont):.4f}")
+        cont_d = np.array([frame_containment(frames[i], frames[j], mask[i], mask[j])
+                           for i, j in zip(*np.triu_indices(min(n, 60), 1))])
+        print(f"  distinct, all pairs   median {np.median(distinct):.4f}, 99% {np.percentile(distinct, 99):.4f}, "
+              f"99.9% {np.percentile(distinct, 99.9):.4f}, max {distinct.max():.4f}; "
+              f"containment median {np.median(cont_d):.4f}, max {cont_d.max():.4f}")
+        print(f"  distinct, nearest     median {np.median(nearest):.4f}, 95% {np.percentile(nearest, 95):.4f}, "
+              f"max {nearest.max():.4f}")
+        suggested = float(np.floor(min(lows) * 200) / 200)
+        for t in sorted({suggested, DUPLICATE_COSINE}):
+            joined = [float(np.mean(np.sum(orig * means[n * (k + 1): n * (k + 2)], axis=1) >= t))
+                      for k in range(len(KINDS))]
+            print(f"  threshold {t:.3f}: joins " + ", ".join(
+                f"{kind} {100 * j:.1f}%" for kind, j in zip(KINDS, joined))
+                + f"; merges {100 * np.mean(distinct >= t):.3f}% of distinct pairs, "
+                f"{100 * np.mean(nearest >= t):.1f}% of clips with a distinct one")
+        print(f"  suggested threshold (1st percentile of the hardest kind, rounded down): "
+              f"{suggested:.3f}; in use: {DUPLICATE_COSINE}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--videos", type=int, default=100_000)
@@ -424,6 +496,11 @@ def main() -> None:
     p.add_argument("--checkpoint", help="a retrieval checkpoint for --synthetic")
     p.add_argument("--workers", type=int, default=2, help="decoding processes for --synthetic")
     p.add_argument("--skip-features", action="store_true", help="only the --synthetic part")
+    p.add_argument("--parts", nargs="+", default=["recall", "moments", "duplicates"],
+                   choices=["recall", "moments", "duplicates"],
+                   help="which --synthetic measurements to run (default: all that are asked for)")
+    p.add_argument("--duplicates", type=int, default=0,
+                   help="with --synthetic: copy N test clips and measure the duplicate threshold")
     p.add_argument("--moments", type=int, default=0,
                    help="with --synthetic: join N clips of cut test clips and score the moments")
     args = p.parse_args()
@@ -433,9 +510,12 @@ def main() -> None:
     if args.synthetic:
         if not args.checkpoint:
             p.error("--synthetic needs --checkpoint")
-        bench_synthetic(args)
-        if args.moments:
+        if "recall" in args.parts:
+            bench_synthetic(args)
+        if args.moments and "moments" in args.parts:
             bench_moments(args)
+        if args.duplicates and "duplicates" in args.parts:
+            bench_duplicates(args)
 
 
 if __name__ == "__main__":

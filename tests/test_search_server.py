@@ -24,7 +24,7 @@ from tests.search_fixtures import (  # noqa: E402
 )
 from tests.videos import write_clip  # noqa: E402
 
-RESULT_KEYS = {"path", "score", "start", "end", "resolution", "anchors"}
+RESULT_KEYS = {"path", "score", "start", "end", "resolution", "anchors", "duplicates"}
 
 
 @pytest.fixture(scope="module")

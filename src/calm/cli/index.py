@@ -70,6 +70,12 @@ def run(args) -> int:
               f"{cal['ece']['isotonic']:.3f}; 'no confident match' for "
               f"{100 * cal['abstain_correct']:.0f}% of right and "
               f"{100 * (cal['abstain_wrong'] or 0):.0f}% of wrong top results")
+    dup = report.get("duplicates")
+    if dup is not None:
+        joined = ", ".join(f"{k} {100 * v:.0f}%" for k, v in dup["joined"].items())
+        print(f"  near-duplicates: frame-mean cosine >= {dup['threshold']:.4f}, measured on "
+              f"{dup['copies']} copies per kind (joins {joined}; merges "
+              f"{100 * dup['merged_distinct']:.2f}% of {dup['distinct_pairs']} distinct pairs)")
     if report.get("note"):
         print(f"  note: {report['note']}")
     print(json.dumps({k: report[k] for k in ("indexed", "new", "kept", "removed", "failed")}))

@@ -185,14 +185,16 @@ def build_index(
     if calibration is not None:
         from calm.search.calibrate import calibrate
 
-        fitted = calibrate(model, calibration, workers, batch_size, progress)
+        measured = calibrate(model, calibration, workers, batch_size, progress)
+        fitted, duplicates = measured["confidence"], measured["duplicates"]
     else:
         fitted = old.calibration if old else None
+        duplicates = old.duplicates if old else None
     manifest = Manifest(
         root=str(root), checkpoint=model_record(model), generation=generation, videos=entries,
         failures=sorted(failures, key=lambda f: f["path"]),
         state_keys=sorted(k[len("state."):] for k in rows.writers if k.startswith("state.")),
-        calibration=fitted,
+        calibration=fitted, duplicates=duplicates,
     )
     present = {store.thumbnail_name(v.path) for v in entries}
     for thumb in thumbs.glob("*.jpg"):
@@ -211,6 +213,7 @@ def build_index(
         "seconds": round(time.time() - started, 2),
         "workers": workers,
         "calibration": None if fitted is None else fitted["report"],
+        "duplicates": duplicates,
     }
     if not entries and not failures:
         report["note"] = f"no video files under {root}"

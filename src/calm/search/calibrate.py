@@ -6,7 +6,9 @@ The split is the checkpoint's own validation split (its config's `data.dataset`,
 index; every caption is searched there exactly as `calm search` searches (shortlist, exact
 scores, reference sample), and its best result is right when it is the caption's own video.
 The fitted calibrator (`calm.search.calibration`) is stored in the index manifest with what it
-measured, so `calm search` needs nothing but the index.
+measured, so `calm search` needs nothing but the index. The same split's videos, copied
+(re-encoded, resized, cut), give the near-duplicate threshold for this model
+(`calm.search.duplicates`).
 
 The probability describes a collection like the calibration split: the larger an index, the
 more near-misses compete with the right video, so the probability at a given score is
@@ -15,6 +17,7 @@ optimistic for an index far larger than the split (the manifest records the spli
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +26,9 @@ import numpy as np
 from calm.api import CalmModel
 from calm.data.annotations import SplitAnnotations
 from calm.data.errors import DataError
+from calm.data.synthetic.copies import KINDS, write_copy
 from calm.search.calibration import fit_calibrator
+from calm.search.duplicates import COPIES, fit_threshold, unit
 from calm.search.scoring import Scorer
 from calm.search.searcher import MemoryIndex, Searcher
 from calm.search.store import SearchIndexError
@@ -99,16 +104,49 @@ def calibration_examples(searcher: Searcher, texts, targets: np.ndarray, batch: 
     """(features [N, 3], top result right [N], target row [N]) for encoded queries `texts`."""
     features, correct = [], []
     for i, text in enumerate(texts):
-        rows, scores, reference = searcher.ranked(text, 2)
-        conf = searcher.confidence_of(scores, reference)
+        groups, reference = searcher.groups(text, 2)
+        conf = searcher.confidence_of(np.array([g[1] for g in groups]), reference)
         features.append([conf.features[k] for k in ("score", "margin", "z")])
-        correct.append(int(rows[0]) == int(targets[i]))
+        top, copies = groups[0][0], groups[0][2]
+        correct.append(int(targets[i]) in (top, *copies))
     return np.array(features, dtype=np.float64), np.array(correct, dtype=np.float64)
+
+
+def measure_duplicates(model: CalmModel, index: MemoryIndex, workers: int = 0,
+                       batch_size: int = 8, copies: int = COPIES) -> dict:
+    """The near-duplicate threshold for this model: frame-mean cosines of up to `copies` of the
+    split's videos with their copies of every kind, against those of distinct split videos."""
+    means = unit(index.arrays["mean"])
+    pick = np.linspace(0, len(index) - 1, min(copies, len(index))).round().astype(int)
+    pick = np.unique(pick)
+    with tempfile.TemporaryDirectory(prefix="calm-copies-") as tmp:
+        written, origin = [], []
+        for kind in KINDS:
+            for i in pick:
+                try:
+                    written.append(write_copy(index.paths[i], Path(tmp) / kind / f"{i}.mp4", kind,
+                                              seed=int(i)))
+                    origin.append((kind, int(i)))
+                except Exception:  # noqa: BLE001 - a clip too short to cut, a codec missing
+                    continue
+        encoded = {}
+        for enc in model.iter_encode_videos(written, workers, False, batch_size):
+            encoded.update(zip(enc.paths, unit(enc.mean.numpy())))
+    cosines: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for path, (kind, i) in zip(written, origin):
+        if str(path) in encoded:
+            cosines[kind].append(float(encoded[str(path)] @ means[i]))
+    cosines = {k: np.array(v) for k, v in cosines.items() if v}
+    if not cosines:
+        raise SearchIndexError("calibration: no copy of a split video could be written and read")
+    pair = means @ means.T
+    return fit_threshold(cosines, pair[np.triu_indices(len(means), 1)])
 
 
 def calibrate(model: CalmModel, src: CalibrationSource, workers: int = 0, batch_size: int = 8,
               progress: bool = False, shortlist: int | None = None) -> dict:
-    """Fits the calibrator on `src`; returns it as JSON (with its report) for the manifest."""
+    """Fits the confidence calibrator and measures the duplicate threshold on `src`; returns
+    {"confidence": calibrator JSON with its report, "duplicates": the threshold's measurement}."""
     ann = load_source(src)
     index, failed = encode_split(model, ann, workers, batch_size, progress)
     row_of = {p: i for i, p in enumerate(index.paths)}
@@ -132,4 +170,6 @@ def calibrate(model: CalmModel, src: CalibrationSource, workers: int = 0, batch_
         "collection": len(index),
         "videos_failed": len(failed),
     })
-    return cal.to_json()
+    duplicates = measure_duplicates(model, index, workers, batch_size)
+    duplicates["source"] = asdict(src)
+    return {"confidence": cal.to_json(), "duplicates": duplicates}

@@ -23,6 +23,7 @@ import torch
 
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
+from calm.search.duplicates import DUPLICATE_COSINE, collapse
 from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
@@ -43,6 +44,7 @@ class Hit:
     thumbnail: str = ""
     row: int = -1
     resolution: float = 0.0  # seconds per sampled frame: the moment is no finer than this
+    duplicates: list[str] = field(default_factory=list)  # near-duplicate copies, folded in here
 
 
 @dataclass
@@ -92,7 +94,7 @@ class SearchResult:
                  "end": round(h.end, time_decimals(h.resolution)),
                  "resolution": round(h.resolution, 3),
                  "anchors": [[a, round(p, 4)] for a, p in h.anchors],
-                 "thumbnail": h.thumbnail}
+                 "duplicates": h.duplicates, "thumbnail": h.thumbnail}
                 for h in self.results
             ],
             "confidence": self.confidence.to_json(),
@@ -167,7 +169,8 @@ class Searcher:
 
     def __init__(self, index: SearchIndex, scorer, encode_text=None,
                  shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch",
-                 calibrator: Calibrator | None = None):
+                 calibrator: Calibrator | None = None,
+                 duplicate_threshold: float | str | None = "index"):
         """`scorer`: a `Scorer` (what `Searcher.open` builds from the checkpoint), or a bare
         fusion head, which scores in mode `base`."""
         self.index = index
@@ -181,6 +184,10 @@ class Searcher:
         self._reference_state = index.state_rows(self.reference) if n else None
         self._reference_agreement = self._agreement(self.reference) if n else None
         self.calibrator = calibrator if calibrator is not None else index.calibrator
+        if duplicate_threshold == "index":  # measured for this model, or the default
+            measured = index.manifest.duplicates
+            duplicate_threshold = measured["threshold"] if measured else DUPLICATE_COSINE
+        self.duplicate_threshold = duplicate_threshold  # None: every video is its own result
 
     @classmethod
     def open(cls, folder: Path, checkpoint: Path | None = None, device: str = "cpu",
@@ -235,18 +242,32 @@ class Searcher:
         return [(self.index.labels[int(i)], float(p)) for i, p in zip(ids, probs)]
 
     def ranked(self, text: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(top rows, their exact scores, the reference sample's scores) for one query."""
+        """(every scored candidate's row, best first; their exact scores; the reference sample's
+        scores) for one query; at least k candidates are scored."""
         n = len(self.index)
         text = text.float().cpu()
         candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k)))
         scores = self._exact(text, candidates)
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
         if len(candidates) == n:
             reference = scores[np.searchsorted(candidates, self.reference)]
         else:
             reference = self._exact(text, self.reference, self._reference_state,
                                     self._reference_agreement)
         return candidates[order], scores[order], reference
+
+    def groups(self, text: torch.Tensor, k: int):
+        """The k best results as (row, score, [rows of its near-duplicates]), and the reference
+        sample's scores: ranked candidates with copies folded into the result they copy."""
+        rows, scores, reference = self.ranked(text, k)
+        if self.duplicate_threshold is None:
+            return [(int(r), float(s), []) for r, s in zip(rows[:k], scores[:k])], reference
+        ascending = np.argsort(rows)
+        means = np.empty((len(rows), self.index.arrays["mean"].shape[1]), dtype=np.float32)
+        means[ascending] = np.asarray(self.index.arrays["mean"][rows[ascending]], np.float32)
+        grouped = collapse(rows, means, k, self.duplicate_threshold)
+        score_of = dict(zip(rows.tolist(), scores.tolist()))
+        return [(row, score_of[row], copies) for row, copies in grouped], reference
 
     def confidence_of(self, top_scores: np.ndarray, reference: np.ndarray) -> Confidence:
         """The calibrated probability that the first of `top_scores` is the right video."""
@@ -279,17 +300,16 @@ class Searcher:
                                 "the index holds no videos")
         t0 = time.perf_counter()
         # one more than shown: the margin feature needs the second-best score
-        top_rows, top_scores, reference = self.ranked(text, max(k, 2))
+        groups, reference = self.groups(text, max(k, 2))
         t1 = time.perf_counter()
-        confidence = self.confidence_of(top_scores, reference)
-        top_rows, top_scores = top_rows[:k], top_scores[:k]
-        spans = self.moments(text.float().cpu(), top_rows)
+        confidence = self.confidence_of(np.array([g[1] for g in groups]), reference)
+        groups = groups[:k]
+        spans = self.moments(text.float().cpu(), np.array([g[0] for g in groups]))
         hits = [
-            Hit(path=self.index.paths[row], score=float(top_scores[i]), start=spans[i][0],
-                end=spans[i][1], anchors=self._anchors(row),
-                thumbnail=store.thumbnail_name(self.index.paths[row]), row=row,
-                resolution=spans[i][2])
-            for i, row in enumerate(int(r) for r in top_rows)
+            Hit(path=self.index.paths[row], score=score, start=span[0], end=span[1],
+                anchors=self._anchors(row), thumbnail=store.thumbnail_name(self.index.paths[row]),
+                row=row, resolution=span[2], duplicates=[self.index.paths[c] for c in copies])
+            for (row, score, copies), span in zip(groups, spans)
         ]
         if not confidence.calibrated:
             note = "uncalibrated: scores only (index with --calibrate for a probability)"
@@ -321,4 +341,6 @@ def format_results(result: SearchResult) -> str:
             f"{rank:3d}. {h.score:+.4f}  {h.start:7.{d}f}-{h.end:7.{d}f}s  {h.path}"
             + (f"  [{anchors}]" if anchors else "")
         )
+        if h.duplicates:
+            lines.append(f"       also: {', '.join(h.duplicates)}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     GET /                       the page (static HTML + vanilla JS)
     GET /api/search?q=...&k=... {"query", "results": [{"path", "score", "start", "end",
-                                 "resolution", "anchors": [[label, p], ...]}], "confidence": {"calibrated",
+                                 "resolution", "anchors": [[label, p], ...], "duplicates"}], "confidence": {"calibrated",
                                  "probability", "threshold", "method"}, "confident", "note"}
     GET /media/<path>           an indexed video, with HTTP range requests (the page seeks in it)
     GET /thumb/<path>           its thumbnail
@@ -78,7 +78,7 @@ def create_app(searcher: Searcher) -> Starlette:
         with lock:
             result = searcher.search(query, k)
         body = result.to_json()
-        keep = ("path", "score", "start", "end", "resolution", "anchors")
+        keep = ("path", "score", "start", "end", "resolution", "anchors", "duplicates")
         body["results"] = [{key: r[key] for key in keep} for r in body["results"]]
         return JSONResponse(body)
 

@@ -59,6 +59,7 @@ class Manifest:
     failures: list[dict] = field(default_factory=list)  # path, size, mtime_ns, reason
     state_keys: list[str] = field(default_factory=list)
     calibration: dict | None = None  # a fitted `calibration.Calibrator`, None: uncalibrated
+    duplicates: dict | None = None  # the measured near-duplicate threshold (`duplicates.py`)
 
     def to_json(self) -> dict:
         return {
@@ -70,6 +71,7 @@ class Manifest:
             "videos": [[v.path, v.size, v.mtime_ns] for v in self.videos],
             "failures": self.failures,
             "calibration": self.calibration,
+            "duplicates": self.duplicates,
         }
 
     @classmethod
@@ -85,6 +87,7 @@ class Manifest:
                 failures=list(data["failures"]),
                 state_keys=list(data["state_keys"]),
                 calibration=data.get("calibration"),
+                duplicates=data.get("duplicates"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SearchIndexError(f"{source}: damaged index manifest ({exc!r})") from None
