@@ -422,7 +422,7 @@ def bench_duplicates(args) -> None:
     with their re-encoded, resized and cut copies, against that of distinct clips."""
     from calm.api import load
     from calm.data.synthetic.copies import KINDS, write_copy
-    from calm.search.duplicates import DUPLICATE_COSINE, frame_containment, unit
+    from calm.search.duplicates import fit_threshold, frame_containment, unit
 
     folder = Path(tempfile.mkdtemp(prefix="calm-bench-dups-", dir=args.tmp))
     try:
@@ -446,13 +446,11 @@ def bench_duplicates(args) -> None:
         print(f"near-duplicates: {n} test clips of {args.synthetic} and a copy of each per kind, "
               f"checkpoint {args.checkpoint}")
         print(f"  {'':22s}{'min':>8s}{'1%':>8s}{'5%':>8s}{'median':>8s}   frame containment min / median")
-        lows = []
         for k, kind in enumerate(KINDS):
             block = slice(n * (k + 1), n * (k + 2))
             cos = np.sum(orig * means[block], axis=1)
             cont = np.array([frame_containment(frames[i], frames[n * (k + 1) + i], mask[i],
                                                mask[n * (k + 1) + i]) for i in range(n)])
-            lows.append(np.percentile(cos, 1))
             print(f"  copy: {kind:16s}" + "".join(f"{v:8.4f}" for v in (
                 cos.min(), np.percentile(cos, 1), np.percentile(cos, 5), np.median(cos)))
                 + f"   {cont.min():.4f} / {np.median(cont):.4f}")
@@ -463,16 +461,14 @@ def bench_duplicates(args) -> None:
               f"containment median {np.median(cont_d):.4f}, max {cont_d.max():.4f}")
         print(f"  distinct, nearest     median {np.median(nearest):.4f}, 95% {np.percentile(nearest, 95):.4f}, "
               f"max {nearest.max():.4f}")
-        suggested = float(np.floor(min(lows) * 200) / 200)
-        for t in sorted({suggested, DUPLICATE_COSINE}):
-            joined = [float(np.mean(np.sum(orig * means[n * (k + 1): n * (k + 2)], axis=1) >= t))
-                      for k in range(len(KINDS))]
-            print(f"  threshold {t:.3f}: joins " + ", ".join(
-                f"{kind} {100 * j:.1f}%" for kind, j in zip(KINDS, joined))
-                + f"; merges {100 * np.mean(distinct >= t):.3f}% of distinct pairs, "
-                f"{100 * np.mean(nearest >= t):.1f}% of clips with a distinct one")
-        print(f"  suggested threshold (1st percentile of the hardest kind, rounded down): "
-              f"{suggested:.3f}; in use: {DUPLICATE_COSINE}")
+        fitted = fit_threshold({kind: np.sum(orig * means[n * (k + 1): n * (k + 2)], axis=1)
+                                for k, kind in enumerate(KINDS)}, distinct)
+        print(f"  fitted threshold (what calm index --calibrate would store): {fitted['threshold']:.4f}, "
+              f"limited by {fitted['limited_by']}; joins " + ", ".join(
+                  f"{kind} {100 * j:.1f}%" for kind, j in fitted["joined"].items())
+              + f"; merges {100 * fitted['merged_distinct']:.3f}% of distinct pairs, "
+              f"{100 * np.mean(nearest >= fitted['threshold']):.1f}% of clips have a distinct "
+              "clip above it")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

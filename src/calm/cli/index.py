@@ -71,7 +71,9 @@ def run(args) -> int:
               f"{100 * cal['abstain_correct']:.0f}% of right and "
               f"{100 * (cal['abstain_wrong'] or 0):.0f}% of wrong top results")
     dup = report.get("duplicates")
-    if dup is not None:
+    if dup is None:
+        print("  near-duplicates: not folded (no threshold measured for this model: --calibrate)")
+    else:
         joined = ", ".join(f"{k} {100 * v:.0f}%" for k, v in dup["joined"].items())
         print(f"  near-duplicates: frame-mean cosine >= {dup['threshold']:.4f}, measured on "
               f"{dup['copies']} copies per kind (joins {joined}; merges "

@@ -8,8 +8,9 @@ split's videos in every way of `calm.data.synthetic.copies` (re-encoded, resized
 three), encodes them and keeps (`fit_threshold`) the highest threshold that joins 99 % of the
 copies of each kind -- raised, if distinct videos of the split come that close, until at most
 0.1 % of distinct pairs would merge: merging two different videos hides one, missing a copy
-only shows it twice. Without calibration, DUPLICATE_COSINE applies, measured that way for the
-demo's model (`benchmarks/bench_search.py --duplicates`, figures in the README).
+only shows it twice. An index without that measurement folds nothing: how close copies come
+is a property of the model, and a threshold guessed for another model could merge distinct
+videos. (`benchmarks/bench_search.py --duplicates` measures it for any checkpoint.)
 
 Collapsing happens after exact scoring and never changes the order: walking the ranked
 candidates best first, a video that is a copy of an earlier result joins that result's
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-DUPLICATE_COSINE = 0.97
 COPIES = 24  # calibration videos copied (x 4 kinds) to measure the threshold
 JOIN_QUANTILE = 0.01  # a copy of each kind may fall below the threshold this often
 MERGE_QUANTILE = 0.999  # distinct pairs may reach the threshold at most this often
@@ -42,7 +42,7 @@ def frame_containment(a: np.ndarray, b: np.ndarray, mask_a=None, mask_b=None) ->
     return float((a @ b.T).max(axis=1).mean())
 
 
-def collapse(rows: np.ndarray, means: np.ndarray, k: int, threshold: float = DUPLICATE_COSINE):
+def collapse(rows: np.ndarray, means: np.ndarray, k: int, threshold: float):
     """Groups ranked candidates (`rows`, best first, with their frame-mean vectors [n, D]) into
     at most k results: a list of (row, [rows of its copies])."""
     vectors = unit(means)

@@ -23,7 +23,7 @@ import torch
 
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
-from calm.search.duplicates import DUPLICATE_COSINE, collapse
+from calm.search.duplicates import collapse
 from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
@@ -184,9 +184,9 @@ class Searcher:
         self._reference_state = index.state_rows(self.reference) if n else None
         self._reference_agreement = self._agreement(self.reference) if n else None
         self.calibrator = calibrator if calibrator is not None else index.calibrator
-        if duplicate_threshold == "index":  # measured for this model, or the default
+        if duplicate_threshold == "index":  # measured for this model; unmeasured: no folding
             measured = index.manifest.duplicates
-            duplicate_threshold = measured["threshold"] if measured else DUPLICATE_COSINE
+            duplicate_threshold = measured["threshold"] if measured else None
         self.duplicate_threshold = duplicate_threshold  # None: every video is its own result
 
     @classmethod
