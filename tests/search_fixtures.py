@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from calm.config import ExperimentConfig, from_dict
@@ -25,6 +26,20 @@ def write_library(root: Path, clips: int = 10, frames: int = 30) -> Path:
                    fps=FPS, frame_fn=lambda k, w, h, i=i: moving_image(k + 7 * i, w, h))
     write_garbage(root / "broken.mp4")
     return root
+
+
+def scene(seed: int):
+    """Frames of a distinct scene per seed: a random block texture panning one pixel a frame."""
+    base = np.random.default_rng(seed).integers(0, 256, (8, 12, 3)).repeat(4, 0).repeat(4, 1)
+    base = base.astype(np.uint8)
+    return lambda k, w, h: np.ascontiguousarray(np.roll(base, k, axis=1)[:h, :w])
+
+
+def write_scenes(root: Path, count: int, frames: int = 30) -> list[Path]:
+    """`count` clips v0.mp4 ... of distinct scenes (unlike write_library's clips, which are
+    overlapping cuts of one animation)."""
+    return [write_clip(root / f"v{i}.mp4", num_frames=frames, width=48, height=32,
+                       frame_fn=scene(i), crf=18) for i in range(count)]
 
 
 def tiny_config(fusion: str = "xpool", alignment: str = "vae", score: str = "base",

@@ -43,7 +43,13 @@ def searcher(tmp_path_factory):
     return Searcher.open(root / "idx")
 
 
-def test_type_a_query_see_results_and_play_the_moment(searcher):
+def test_type_a_query_see_results_and_play_the_moment(searcher, tmp_path):
+    from PIL import Image
+
+    from calm.data.synthetic.moments import decode_frames
+
+    still = tmp_path / "still.png"
+    Image.fromarray(decode_frames(searcher.index.root / searcher.index.paths[0])[3]).save(still)
     with running_server(create_app(searcher)) as base, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -79,6 +85,20 @@ def test_type_a_query_see_results_and_play_the_moment(searcher):
             page.wait_for_timeout(700)
             later = page.evaluate("document.querySelector('.result video').currentTime")
             assert later > first, "the clip does not play"
+            # find similar: the clicked clip's neighbours replace the results, itself left out
+            target = page.locator(".result").nth(1)
+            path = target.get_attribute("data-path")
+            target.locator("button.like").click()
+            page.wait_for_function("(p) => document.querySelector('#status').textContent"
+                                   ".includes('like: ' + p)", arg=path, timeout=20_000)
+            paths = page.eval_on_selector_all(".result", "els => els.map(e => e.dataset.path)")
+            assert path not in paths and len(paths) == 7
+            assert "like=" in page.url
+            # an image upload queries by the picture
+            page.set_input_files("#image", str(still))
+            page.wait_for_function("() => document.querySelector('#status').textContent"
+                                   ".includes('image: ')", timeout=20_000)
+            assert page.locator(".result").count() == 8
             assert not errors
         finally:
             browser.close()

@@ -44,22 +44,14 @@ def test_the_threshold_joins_copies_and_rises_above_distinct_videos_when_they_co
     assert close["threshold"] > 0.979
 
 
-def _scene(seed: int):
-    base = np.random.default_rng(seed).integers(0, 256, (8, 12, 3)).repeat(4, 0).repeat(4, 1)
-    base = base.astype(np.uint8)
-    return lambda k, w, h: np.ascontiguousarray(np.roll(base, k, axis=1)[:h, :w])
-
-
 def test_a_reencoded_a_cut_and_a_resized_copy_come_back_inside_their_original(tmp_path, capsys):
     from calm.cli.main import main as calm_main
     from calm.data.synthetic.copies import write_copy
     from calm.search.searcher import Searcher
-    from tests.search_fixtures import tiny_checkpoint
-    from tests.videos import write_clip
+    from tests.search_fixtures import tiny_checkpoint, write_scenes
 
     library = tmp_path / "videos"
-    originals = [write_clip(library / f"v{i}.mp4", num_frames=30, width=48, height=32,
-                            frame_fn=_scene(i), crf=18) for i in range(8)]
+    originals = write_scenes(library, 8)
     copy_of = {"copies/v0_reencoded.mp4": "v0.mp4", "copies/v1_cut.mp4": "v1.mp4",
                "copies/v2_all.mp4": "v2.mp4"}
     for (name, source), kind in zip(copy_of.items(), ("reencode", "cut", "all")):

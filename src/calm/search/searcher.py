@@ -23,7 +23,7 @@ import torch
 
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
-from calm.search.duplicates import collapse
+from calm.search.duplicates import collapse, unit
 from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
@@ -32,6 +32,7 @@ from calm.search.store import Manifest, SearchIndexError
 DEFAULT_SHORTLIST = 500  # recall@10 1.0 at 250 in benchmarks/bench_search.py; 2x margin
 REFERENCE_SIZE = 256
 MAX_K = 100
+UNCALIBRATED_KIND = "scores only (the confidence is calibrated for text queries)"
 
 
 @dataclass
@@ -170,13 +171,14 @@ class Searcher:
     def __init__(self, index: SearchIndex, scorer, encode_text=None,
                  shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch",
                  calibrator: Calibrator | None = None,
-                 duplicate_threshold: float | str | None = "index"):
+                 duplicate_threshold: float | str | None = "index", model=None):
         """`scorer`: a `Scorer` (what `Searcher.open` builds from the checkpoint), or a bare
         fusion head, which scores in mode `base`."""
         self.index = index
         self.scorer = scorer if isinstance(scorer, Scorer) else Scorer(scorer)
         self.head = self.scorer.head
         self.encode_text = encode_text
+        self.model = model  # a CalmModel: encodes image and video queries (Searcher.open sets it)
         self.shortlist_size = shortlist
         n = len(index)
         self.shortlist = Shortlist(index.arrays["mean"], backend) if n else None
@@ -205,7 +207,7 @@ class Searcher:
             )
         model = load(path, device)
         check_same_model(index.manifest, model, index.folder)
-        return cls(index, Scorer.from_model(model), model.encode_texts, **kwargs)
+        return cls(index, Scorer.from_model(model), model.encode_texts, model=model, **kwargs)
 
     # ---- stages ---------------------------------------------------------------------------------
     def _agreement(self, rows: np.ndarray) -> np.ndarray | None:
@@ -291,8 +293,63 @@ class Searcher:
         result.timings_ms["encode_text"] = round(1000 * (encoded - started), 2)
         return result
 
-    def search_encoded(self, query: str, text: torch.Tensor, k: int = 10) -> SearchResult:
-        """Search with an already encoded query feature [D]."""
+    def search_image(self, image, k: int = 10, label: str | None = None) -> SearchResult:
+        """Videos matching a still image (a path or the file's bytes), scored as a text would be:
+        the image's feature, computed as for a one-frame clip, queries the fusion head."""
+        if self.model is None:
+            raise ValueError("this Searcher has no model to encode images; use Searcher.open")
+        feature = self.model.encode_images([image])[0]
+        name = label or (str(image) if not isinstance(image, bytes) else "uploaded image")
+        return self.search_encoded(f"image: {name}", feature, k, kind="image")
+
+    def search_like(self, video: str, k: int = 10) -> SearchResult:
+        """Videos like `video` (an indexed path, or any video file): frame-mean cosine, the
+        query video itself left out. Moments are whole clips: nothing in the query is a moment."""
+        k = max(1, min(int(k), MAX_K))
+        row = self.index.row_of.get(str(video))
+        if row is not None:
+            query = np.asarray(self.index.arrays["mean"][row], np.float32)
+        else:
+            if self.model is None:
+                raise ValueError(f"{video} is not in the index and this Searcher has no model")
+            path = Path(video)
+            if not path.is_file():
+                raise SearchIndexError(f"{video}: neither an indexed path nor a video file")
+            try:
+                query = self.model.encode_videos([path]).mean[0].numpy()
+            except ValueError as exc:
+                raise SearchIndexError(str(exc)) from None
+        t0 = time.perf_counter()
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        n = len(self.index)
+        candidates = np.sort(self.shortlist.top(query, min(n, max(self.shortlist_size, k + 1))))
+        means = np.asarray(self.index.arrays["mean"][candidates], np.float32)
+        sims = unit(means) @ query
+        order = np.argsort(-sims, kind="stable")
+        order = order[candidates[order] != (-1 if row is None else row)]
+        rows, sims = candidates[order], sims[order]
+        if self.duplicate_threshold is None:
+            grouped = [(int(r), []) for r in rows[:k]]
+        else:
+            grouped = collapse(rows, means[order], k, self.duplicate_threshold)
+        score_of = dict(zip(rows.tolist(), sims.tolist()))
+        durations = self.index.arrays["durations"]
+        times = self.index.arrays["times"]
+        hits = [
+            Hit(path=self.index.paths[r], score=float(score_of[r]), start=0.0,
+                end=float(durations[r]), anchors=self._anchors(r),
+                thumbnail=store.thumbnail_name(self.index.paths[r]), row=r,
+                resolution=resolution(np.asarray(times[r], np.float64), float(durations[r])),
+                duplicates=[self.index.paths[c] for c in copies])
+            for r, copies in grouped
+        ]
+        note = "find similar: frame-mean cosine; " + UNCALIBRATED_KIND
+        return SearchResult(f"like: {video}", hits, Confidence(False), note,
+                            {"rank": round(1000 * (time.perf_counter() - t0), 2)})
+
+    def search_encoded(self, query: str, text: torch.Tensor, k: int = 10,
+                       kind: str = "text") -> SearchResult:
+        """Search with an already encoded query feature [D] (a text's, or an image's: `kind`)."""
         k = max(1, min(int(k), MAX_K))
         n = len(self.index)
         if n == 0:
@@ -303,6 +360,8 @@ class Searcher:
         groups, reference = self.groups(text, max(k, 2))
         t1 = time.perf_counter()
         confidence = self.confidence_of(np.array([g[1] for g in groups]), reference)
+        if kind != "text":  # the calibration split held text queries only
+            confidence = Confidence(False, features=confidence.features)
         groups = groups[:k]
         spans = self.moments(text.float().cpu(), np.array([g[0] for g in groups]))
         hits = [
@@ -311,7 +370,9 @@ class Searcher:
                 row=row, resolution=span[2], duplicates=[self.index.paths[c] for c in copies])
             for (row, score, copies), span in zip(groups, spans)
         ]
-        if not confidence.calibrated:
+        if kind != "text":
+            note = f"{kind} query: " + UNCALIBRATED_KIND
+        elif not confidence.calibrated:
             note = "uncalibrated: scores only (index with --calibrate for a probability)"
         elif not confidence.confident:
             note = (f"no confident match: the best result is right with probability "
