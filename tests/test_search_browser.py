@@ -99,6 +99,21 @@ def test_type_a_query_see_results_and_play_the_moment(searcher, tmp_path):
             page.wait_for_function("() => document.querySelector('#status').textContent"
                                    ".includes('image: ')", timeout=20_000)
             assert page.locator(".result").count() == 8
+            # filters: a folder and a duration range narrow what comes back
+            page.fill("#under", "part1")
+            page.fill("#min_duration", "1")
+            page.fill("#q", "a red block")
+            page.press("#q", "Enter")
+            page.wait_for_function("() => document.querySelector('#status').textContent"
+                                   ".includes('filtered')", timeout=20_000)
+            paths = page.eval_on_selector_all(".result", "els => els.map(e => e.dataset.path)")
+            assert paths and all(p.startswith("part1/") for p in paths)
+            assert "among 3 of 8 videos" in page.text_content("#status")
+            page.fill("#max_duration", "0.5")
+            page.press("#q", "Enter")
+            page.wait_for_function("() => document.querySelector('#status').textContent"
+                                   ".includes('no indexed video matches')", timeout=20_000)
+            assert page.locator(".result").count() == 0
             assert not errors
         finally:
             browser.close()

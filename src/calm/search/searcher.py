@@ -24,6 +24,7 @@ import torch
 from calm.search import store
 from calm.search.calibration import Calibrator, query_features
 from calm.search.duplicates import collapse, unit
+from calm.search.filters import Filters
 from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
 from calm.search.shortlist import Shortlist
@@ -81,6 +82,7 @@ class SearchResult:
     confidence: Confidence
     note: str = ""
     timings_ms: dict = field(default_factory=dict)
+    filters: dict | None = None  # the filters applied and how many videos they keep
 
     @property
     def confident(self) -> bool | None:
@@ -101,6 +103,7 @@ class SearchResult:
             "confidence": self.confidence.to_json(),
             "confident": self.confident,
             "note": self.note,
+            "filters": self.filters,
         }
 
 
@@ -190,6 +193,7 @@ class Searcher:
             measured = index.manifest.duplicates
             duplicate_threshold = measured["threshold"] if measured else None
         self.duplicate_threshold = duplicate_threshold  # None: every video is its own result
+        self._masks: dict[Filters, np.ndarray] = {}
 
     @classmethod
     def open(cls, folder: Path, checkpoint: Path | None = None, device: str = "cpu",
@@ -243,25 +247,42 @@ class Searcher:
         probs = self.index.arrays["anchor_probs"][row]
         return [(self.index.labels[int(i)], float(p)) for i, p in zip(ids, probs)]
 
-    def ranked(self, text: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def allowed(self, filters: Filters | None) -> np.ndarray | None:
+        """bool [N] of the videos `filters` keep (None: all), cached per filter."""
+        if filters is None or filters.empty:
+            return None
+        if filters not in self._masks:
+            if len(self._masks) > 64:
+                self._masks.clear()
+            mtimes = np.fromiter((v.mtime_ns for v in self.index.manifest.videos), np.int64,
+                                 len(self.index))
+            self._masks[filters] = filters.mask(
+                np.array(self.index.paths, dtype=str),
+                np.asarray(self.index.arrays["durations"], np.float64), mtimes)
+        return self._masks[filters]
+
+    def ranked(self, text: torch.Tensor, k: int, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(every scored candidate's row, best first; their exact scores; the reference sample's
-        scores) for one query; at least k candidates are scored."""
+        scores) for one query; at least k candidates are scored, all among `allowed` rows."""
         n = len(self.index)
         text = text.float().cpu()
-        candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k)))
+        candidates = np.sort(self.shortlist.top(text.numpy(), max(self.shortlist_size, k), allowed))
         scores = self._exact(text, candidates)
         order = np.argsort(-scores, kind="stable")
         if len(candidates) == n:
             reference = scores[np.searchsorted(candidates, self.reference)]
+        elif not len(candidates):
+            return candidates, scores, np.empty(0)
         else:
             reference = self._exact(text, self.reference, self._reference_state,
                                     self._reference_agreement)
         return candidates[order], scores[order], reference
 
-    def groups(self, text: torch.Tensor, k: int):
+    def groups(self, text: torch.Tensor, k: int, allowed: np.ndarray | None = None):
         """The k best results as (row, score, [rows of its near-duplicates]), and the reference
         sample's scores: ranked candidates with copies folded into the result they copy."""
-        rows, scores, reference = self.ranked(text, k)
+        rows, scores, reference = self.ranked(text, k, allowed)
         if self.duplicate_threshold is None:
             return [(int(r), float(s), []) for r, s in zip(rows[:k], scores[:k])], reference
         ascending = np.argsort(rows)
@@ -283,26 +304,27 @@ class Searcher:
                           cal.method, named)
 
     # ---- queries --------------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10) -> SearchResult:
+    def search(self, query: str, k: int = 10, filters: Filters | None = None) -> SearchResult:
         started = time.perf_counter()
         if self.encode_text is None:
             raise ValueError("this Searcher has no text encoder; use search_encoded")
         text = self.encode_text([query])[0]
         encoded = time.perf_counter()
-        result = self.search_encoded(query, text, k)
+        result = self.search_encoded(query, text, k, filters=filters)
         result.timings_ms["encode_text"] = round(1000 * (encoded - started), 2)
         return result
 
-    def search_image(self, image, k: int = 10, label: str | None = None) -> SearchResult:
+    def search_image(self, image, k: int = 10, label: str | None = None,
+                     filters: Filters | None = None) -> SearchResult:
         """Videos matching a still image (a path or the file's bytes), scored as a text would be:
         the image's feature, computed as for a one-frame clip, queries the fusion head."""
         if self.model is None:
             raise ValueError("this Searcher has no model to encode images; use Searcher.open")
         feature = self.model.encode_images([image])[0]
         name = label or (str(image) if not isinstance(image, bytes) else "uploaded image")
-        return self.search_encoded(f"image: {name}", feature, k, kind="image")
+        return self.search_encoded(f"image: {name}", feature, k, kind="image", filters=filters)
 
-    def search_like(self, video: str, k: int = 10) -> SearchResult:
+    def search_like(self, video: str, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Videos like `video` (an indexed path, or any video file): frame-mean cosine, the
         query video itself left out. Moments are whole clips: nothing in the query is a moment."""
         k = max(1, min(int(k), MAX_K))
@@ -321,8 +343,8 @@ class Searcher:
                 raise SearchIndexError(str(exc)) from None
         t0 = time.perf_counter()
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        n = len(self.index)
-        candidates = np.sort(self.shortlist.top(query, min(n, max(self.shortlist_size, k + 1))))
+        allowed = self.allowed(filters)
+        candidates = np.sort(self.shortlist.top(query, max(self.shortlist_size, k + 1), allowed))
         means = np.asarray(self.index.arrays["mean"][candidates], np.float32)
         sims = unit(means) @ query
         order = np.argsort(-sims, kind="stable")
@@ -345,10 +367,16 @@ class Searcher:
         ]
         note = "find similar: frame-mean cosine; " + UNCALIBRATED_KIND
         return SearchResult(f"like: {video}", hits, Confidence(False), note,
-                            {"rank": round(1000 * (time.perf_counter() - t0), 2)})
+                            {"rank": round(1000 * (time.perf_counter() - t0), 2)},
+                            filters=self._filter_report(filters, allowed))
+
+    def _filter_report(self, filters: Filters | None, allowed: np.ndarray | None) -> dict | None:
+        if allowed is None:
+            return None
+        return {**filters.to_json(), "matching": int(allowed.sum()), "of": len(self.index)}
 
     def search_encoded(self, query: str, text: torch.Tensor, k: int = 10,
-                       kind: str = "text") -> SearchResult:
+                       kind: str = "text", filters: Filters | None = None) -> SearchResult:
         """Search with an already encoded query feature [D] (a text's, or an image's: `kind`)."""
         k = max(1, min(int(k), MAX_K))
         n = len(self.index)
@@ -356,8 +384,13 @@ class Searcher:
             return SearchResult(query, [], Confidence(self.calibrator is not None),
                                 "the index holds no videos")
         t0 = time.perf_counter()
+        allowed = self.allowed(filters)
+        report = self._filter_report(filters, allowed)
+        if allowed is not None and not allowed.any():
+            return SearchResult(query, [], Confidence(self.calibrator is not None),
+                                "no indexed video matches the filters", filters=report)
         # one more than shown: the margin feature needs the second-best score
-        groups, reference = self.groups(text, max(k, 2))
+        groups, reference = self.groups(text, max(k, 2), allowed)
         t1 = time.perf_counter()
         confidence = self.confidence_of(np.array([g[1] for g in groups]), reference)
         if kind != "text":  # the calibration split held text queries only
@@ -382,7 +415,7 @@ class Searcher:
         t2 = time.perf_counter()
         timings = {"rank": (t1 - t0) * 1000, "explain": (t2 - t1) * 1000}
         return SearchResult(query, hits, confidence, note,
-                            {name: round(v, 2) for name, v in timings.items()})
+                            {name: round(v, 2) for name, v in timings.items()}, filters=report)
 
 
 def format_results(result: SearchResult) -> str:

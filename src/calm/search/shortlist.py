@@ -45,19 +45,33 @@ class Shortlist:
             return self._float @ q.astype(np.float32)
         raise ValueError(f"backend {self.backend} does not score every vector")
 
-    def top(self, query: np.ndarray, size: int) -> np.ndarray:
-        """Row ids of the `size` best candidates (unordered), as int64."""
-        size = min(size, self.n)
-        if size >= self.n:
-            return np.arange(self.n)
+    def top(self, query: np.ndarray, size: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Row ids of the `size` best candidates (unordered), as int64; with `allowed` (bool
+        [N]) only among those rows."""
+        n_allowed = self.n if allowed is None else int(allowed.sum())
+        size = min(size, n_allowed)
+        if size >= n_allowed:
+            return np.arange(self.n) if allowed is None else np.flatnonzero(allowed)
         q = query / max(float(np.linalg.norm(query)), 1e-12)
         if self.backend == "torch":
             sims = self._half @ torch.from_numpy(q.astype(np.float16))
+            if allowed is not None:
+                sims = sims.masked_fill(~torch.from_numpy(allowed), float("-inf"))
             return sims.topk(size, sorted=False).indices.numpy().astype(np.int64)
         if self.backend == "numpy":
             sims = self._float @ q.astype(np.float32)
+            if allowed is not None:
+                sims = np.where(allowed, sims, -np.inf)
             return np.argpartition(sims, -size)[-size:].astype(np.int64)
-        _, ids = self._faiss.search(q.astype(np.float32)[None], size)
+        params = None
+        if allowed is not None:
+            import faiss
+
+            bits = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bits))
+            params = (faiss.SearchParametersIVF(sel=selector, nprobe=self._faiss.nprobe)
+                      if self.backend == "faiss-ivf" else faiss.SearchParameters(sel=selector))
+        _, ids = self._faiss.search(q.astype(np.float32)[None], size, params=params)
         ids = ids[0]
         return ids[ids >= 0].astype(np.int64)
 
