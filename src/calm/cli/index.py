@@ -1,5 +1,9 @@
 """`calm index --checkpoint CKPT --videos DIR --out INDEX [--workers N] [--calibrate]`: build or
-update an index, optionally with a calibrated search confidence."""
+update an index, optionally with a calibrated search confidence.
+
+Under `torchrun --nproc-per-node N -m calm index ...` the files to encode are shared across the
+N processes (gloo on CPU; with --device cuda, NCCL and one GPU per process) and rank 0 writes
+the index (`calm.search.sharded`)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="index folder (created, or updated in place)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2; 0: none)")
     p.add_argument("--batch-size", type=int, default=8, help="clips encoded per forward pass")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda (under torchrun: each process takes its local GPU)")
     p.add_argument("--no-progress", action="store_true")
     cal = p.add_argument_group(
         "confidence calibration",
@@ -32,31 +37,49 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from calm.api import load
+    import torch.distributed as dist
+
     from calm.cli.common import UserError
-    from calm.search.build import build_index
+    from calm.engine import distributed
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    env = distributed.init("cuda" if args.device.startswith("cuda") else "cpu")
     try:
-        model = load(args.checkpoint, args.device)
+        return _run(args, env)
+    finally:
+        if env.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args, env) -> int:
+    from calm.api import load
+    from calm.cli.common import UserError
+    from calm.search.build import build_index
+
+    device = f"cuda:{env.local_rank}" if env.enabled and args.device.startswith("cuda") else args.device
+    try:
+        model = load(args.checkpoint, device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     calibration = None
     explicit = [args.calibration_dataset, args.calibration_annotations, args.calibration_videos,
                 args.calibration_split]
-    if args.calibrate or any(explicit):
+    if env.is_main and (args.calibrate or any(explicit)):
         from calm.search.calibrate import source_for
 
         calibration = source_for(model, *explicit)
     report = build_index(model, args.videos, args.out, workers=args.workers,
                          progress=not args.no_progress, batch_size=args.batch_size,
                          calibration=calibration)
+    if report is None:  # torchrun, not rank 0: this rank encoded its share
+        return 0
+    procs = f" by {report['processes']} processes" if report["processes"] > 1 else ""
     print(f"{report['index']}: {report['indexed']} videos indexed ({report['new']} new, "
           f"{report['kept']} unchanged, {report['removed']} removed), {report['failed']} failed, "
-          f"in {report['seconds']:.1f} s")
+          f"in {report['seconds']:.1f} s{procs}")
     for failure in report["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}")
     cal = report.get("calibration")

@@ -18,7 +18,7 @@ import torch
 
 from calm.api import CalmModel, EncodedVideos
 from calm.data.files import scan_videos
-from calm.search import store
+from calm.search import sharded, store
 from calm.search.scoring import AGREEMENT, video_agreement
 from calm.search.store import Manifest, RowWriter, SearchIndexError, VideoEntry
 
@@ -115,16 +115,8 @@ def index_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
     return rows
 
 
-def build_index(
-    model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
-    batch_size: int = 8, calibration=None,
-) -> dict:
-    """Creates or updates the index in `out` for the video files under `videos`; returns the report.
-
-    `calibration` (a `calibrate.CalibrationSource`) fits the search confidence on that split and
-    stores it; without it an update keeps the index's earlier calibration.
-    """
-    started = time.time()
+def _plan(model: CalmModel, videos: Path, out: Path):
+    """The previous index (checked), the folder's files, and what a rerun keeps and encodes."""
     root, out = Path(videos).resolve(), Path(out)
     old = store.read_manifest(out)
     if old is not None:
@@ -137,6 +129,11 @@ def build_index(
     elif out.exists() and any(out.iterdir()):
         raise SearchIndexError(f"{out} exists and is not a calm search index; choose an empty folder")
     files = stat_files(root)
+    return root, out, old, files, *_changes(old, files)
+
+
+def _changes(old: Manifest | None, files: list[FileStat]):
+    """(rows kept as they are, failures kept as they are, files to encode) of a rerun."""
     old_rows = {v.path: (i, v) for i, v in enumerate(old.videos)} if old else {}
     old_failed = {f["path"]: f for f in old.failures} if old else {}
     keep, failures, todo = [], [], []
@@ -149,6 +146,43 @@ def build_index(
             failures.append(failed)
         else:
             todo.append(f)
+    return keep, failures, todo
+
+
+def encoded_batches(model: CalmModel, paths: list[str], workers: int, progress: bool,
+                    batch_size: int):
+    """(index rows or None, decoded paths, thumbnails, failures) per batch of `paths`."""
+    for enc in model.iter_encode_videos(paths, workers, progress, batch_size,
+                                        thumbnail_size=THUMBNAIL_SIZE):
+        yield (index_rows(model, enc) if len(enc) else None, enc.paths, enc.thumbnails,
+               enc.failed)
+
+
+def build_index(
+    model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
+    batch_size: int = 8, calibration=None,
+) -> dict | None:
+    """Creates or updates the index in `out` for the video files under `videos`; returns the report.
+
+    `calibration` (a `calibrate.CalibrationSource`) fits the search confidence on that split and
+    stores it; without it an update keeps the index's earlier calibration. Under torchrun every
+    rank calls this: rank 0 plans, writes and returns the report, the others encode their share
+    of the files (`calm.search.sharded`) and return None.
+    """
+    started = time.time()
+
+    def encode(paths: list[str], size: int):
+        return encoded_batches(model, paths, workers, progress and sharded.is_main(), size)
+
+    if not sharded.is_main():
+        sharded.encode_share(encode)
+        return None
+    try:
+        root, out, old, files, keep, failures, todo = _plan(model, videos, out)
+    except Exception as exc:
+        sharded.announce_failure(str(exc))
+        raise
+    old_rows = {v.path for v in old.videos} if old else set()
     generation = (old.generation + 1) if old else 1
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale(out, old.generation if old else None)
@@ -167,16 +201,18 @@ def build_index(
         del arrays
     by_path = {str(f.path): f for f in todo}
     new_failures = []
-    for enc in model.iter_encode_videos([f.path for f in todo], workers, progress, batch_size,
-                                        thumbnail_size=THUMBNAIL_SIZE):
-        for path, reason in enc.failed:
+    paths = [str(f.path) for f in todo]
+    batches = (sharded.gathered_batches(encode, paths, batch_size) if sharded.active()
+               else encode(paths, batch_size))
+    for arrays, done, thumbnails, failed in batches:
+        for path, reason in failed:
             f = by_path[path]
             new_failures.append({"path": f.rel, "size": f.size, "mtime_ns": f.mtime_ns,
                                  "reason": reason})
-        if not len(enc):
+        if not done:
             continue
-        rows.append(index_rows(model, enc))
-        for path, jpeg in zip(enc.paths, enc.thumbnails):
+        rows.append(arrays)
+        for path, jpeg in zip(done, thumbnails):
             f = by_path[path]
             (thumbs / store.thumbnail_name(f.rel)).write_bytes(jpeg)
             entries.append(VideoEntry(f.rel, f.size, f.mtime_ns))
@@ -207,11 +243,12 @@ def build_index(
         "indexed": len(entries),
         "new": len(todo) - len(new_failures),
         "kept": len(keep),
-        "removed": len(set(old_rows) - {f.rel for f in files}) if old else 0,
+        "removed": len(old_rows - {f.rel for f in files}),
         "failed": len(failures),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in manifest.failures],
         "seconds": round(time.time() - started, 2),
         "workers": workers,
+        "processes": sharded.world_size(),
         "calibration": None if fitted is None else fitted["report"],
         "duplicates": duplicates,
     }
