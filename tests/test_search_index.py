@@ -214,3 +214,26 @@ def test_heads_without_text_attention_report_the_best_frame(library, tmp_path):
         assert any(hit.start == pytest.approx(a) and hit.end == pytest.approx(b)
                    for a, b in zip(bounds, bounds[1:]))  # exactly one frame's segment
         assert hit.anchors == []
+
+
+def test_a_large_index_gets_an_ivf_shortlist_that_search_loads(model, library, tmp_path):
+    pytest.importorskip("faiss")
+    report = build_index(model, library, tmp_path / "idx", ivf_above=5)
+    assert "note" not in report
+    index = SearchIndex(tmp_path / "idx")
+    assert (store.data_dir(tmp_path / "idx", 1) / store.IVF).is_file()
+    ivf = Searcher(index, model.model.fusion)
+    flat = Searcher(index, model.model.fusion, backend="torch")
+    assert (ivf.shortlist.backend, flat.shortlist.backend) == ("faiss-ivf", "torch")
+    assert ivf.shortlist.n == 10
+    text = model.encode_texts(["a red block"])[0]
+    small = [Searcher(index, model.model.fusion, shortlist=4, backend=b) for b in ("auto", "torch")]
+    # 3 clusters, all probed: the IVF shortlist is the flat one
+    assert [h.path for h in small[0].search_encoded("q", text, 4).results] == \
+        [h.path for h in small[1].search_encoded("q", text, 4).results]
+    write_clip(library / "late.mp4", num_frames=30, width=48, height=32)
+    build_index(model, library, tmp_path / "idx", ivf_above=5)
+    assert (store.data_dir(tmp_path / "idx", 2) / store.IVF).is_file()
+    assert Searcher(SearchIndex(tmp_path / "idx"), model.model.fusion).shortlist.n == 11
+    plain = build_index(model, library, tmp_path / "flat", ivf_above=1000)
+    assert not (store.data_dir(tmp_path / "flat", 1) / store.IVF).exists() and "note" not in plain

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu or cuda (under torchrun: each process takes its local GPU)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ivf-above", type=int, default=None, metavar="N",
+                   help="from N videos on, build a faiss IVF shortlist (default 200000)")
     cal = p.add_argument_group(
         "confidence calibration",
         "fit P(top result is right) on a split with known answers and store it in the index "
@@ -64,6 +66,7 @@ def _run(args, env) -> int:
         model = load(args.checkpoint, device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    ivf = {} if args.ivf_above is None else {"ivf_above": args.ivf_above}
     calibration = None
     explicit = [args.calibration_dataset, args.calibration_annotations, args.calibration_videos,
                 args.calibration_split]
@@ -73,7 +76,7 @@ def _run(args, env) -> int:
         calibration = source_for(model, *explicit)
     report = build_index(model, args.videos, args.out, workers=args.workers,
                          progress=not args.no_progress, batch_size=args.batch_size,
-                         calibration=calibration)
+                         calibration=calibration, **ivf)
     if report is None:  # torchrun, not rank 0: this rank encoded its share
         return 0
     procs = f" by {report['processes']} processes" if report["processes"] > 1 else ""

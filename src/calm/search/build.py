@@ -20,6 +20,7 @@ from calm.api import CalmModel, EncodedVideos
 from calm.data.files import scan_videos
 from calm.search import sharded, store
 from calm.search.scoring import AGREEMENT, video_agreement
+from calm.search.shortlist import IVF_ABOVE, build_ivf, have_faiss, write_ivf
 from calm.search.store import Manifest, RowWriter, SearchIndexError, VideoEntry
 
 TOP_ANCHORS = 5
@@ -158,14 +159,27 @@ def encoded_batches(model: CalmModel, paths: list[str], workers: int, progress: 
                enc.failed)
 
 
+def write_shortlist(folder: Path, n: int, ivf_above: int = IVF_ABOVE) -> str | None:
+    """Builds the IVF shortlist of a generation with at least `ivf_above` videos; returns a note
+    when one would be needed but faiss is missing."""
+    if n < ivf_above:
+        return None
+    if not have_faiss():
+        return (f"{n} videos: install faiss-cpu for the IVF shortlist (search scans every "
+                "frame-mean vector until then)")
+    write_ivf(build_ivf(np.load(folder / "mean.npy", mmap_mode="r")), folder / store.IVF)
+    return None
+
+
 def build_index(
     model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
-    batch_size: int = 8, calibration=None,
+    batch_size: int = 8, calibration=None, ivf_above: int = IVF_ABOVE,
 ) -> dict | None:
     """Creates or updates the index in `out` for the video files under `videos`; returns the report.
 
     `calibration` (a `calibrate.CalibrationSource`) fits the search confidence on that split and
-    stores it; without it an update keeps the index's earlier calibration. Under torchrun every
+    stores it; without it an update keeps the index's earlier calibration. From `ivf_above`
+    videos on, the shortlist is a faiss IVF built here (`calm.search.shortlist`). Under torchrun every
     rank calls this: rank 0 plans, writes and returns the report, the others encode their share
     of the files (`calm.search.sharded`) and return None.
     """
@@ -218,6 +232,7 @@ def build_index(
             entries.append(VideoEntry(f.rel, f.size, f.mtime_ns))
     rows.finish()
     failures.extend(new_failures)
+    shortlist_note = write_shortlist(folder, len(entries), ivf_above) if entries else None
     if calibration is not None:
         from calm.search.calibrate import calibrate
 
@@ -254,5 +269,7 @@ def build_index(
     }
     if not entries and not failures:
         report["note"] = f"no video files under {root}"
+    elif shortlist_note:
+        report["note"] = shortlist_note
     store.commit(out, manifest, report)
     return report

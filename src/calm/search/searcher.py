@@ -27,7 +27,7 @@ from calm.search.duplicates import collapse, unit
 from calm.search.filters import Filters
 from calm.search.moment import best_frame_weights, moment, resolution, time_decimals
 from calm.search.scoring import AGREEMENT, Scorer
-from calm.search.shortlist import Shortlist
+from calm.search.shortlist import Shortlist, read_ivf
 from calm.search.store import Manifest, SearchIndexError
 
 DEFAULT_SHORTLIST = 500  # recall@10 1.0 at 250 in benchmarks/bench_search.py; 2x margin
@@ -172,7 +172,7 @@ class Searcher:
     """
 
     def __init__(self, index: SearchIndex, scorer, encode_text=None,
-                 shortlist: int = DEFAULT_SHORTLIST, backend: str = "torch",
+                 shortlist: int = DEFAULT_SHORTLIST, backend: str = "auto",
                  calibrator: Calibrator | None = None,
                  duplicate_threshold: float | str | None = "index", model=None):
         """`scorer`: a `Scorer` (what `Searcher.open` builds from the checkpoint), or a bare
@@ -184,7 +184,7 @@ class Searcher:
         self.model = model  # a CalmModel: encodes image and video queries (Searcher.open sets it)
         self.shortlist_size = shortlist
         n = len(index)
-        self.shortlist = Shortlist(index.arrays["mean"], backend) if n else None
+        self.shortlist = self._shortlist(backend) if n else None
         self.reference = reference_rows(n)
         self._reference_state = index.state_rows(self.reference) if n else None
         self._reference_agreement = self._agreement(self.reference) if n else None
@@ -194,6 +194,16 @@ class Searcher:
             duplicate_threshold = measured["threshold"] if measured else None
         self.duplicate_threshold = duplicate_threshold  # None: every video is its own result
         self._masks: dict[Filters, np.ndarray] = {}
+
+    def _shortlist(self, backend: str) -> Shortlist:
+        """`auto`: the index's IVF when `calm index` built one, else the flat fp16 scan."""
+        folder = self.index.folder
+        ivf = None if folder is None else store.data_dir(folder, self.index.manifest.generation) / store.IVF
+        if backend == "auto":
+            if ivf is not None and ivf.is_file():
+                return Shortlist.from_faiss(read_ivf(ivf))
+            backend = "torch"
+        return Shortlist(self.index.arrays["mean"], backend)
 
     @classmethod
     def open(cls, folder: Path, checkpoint: Path | None = None, device: str = "cpu",

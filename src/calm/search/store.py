@@ -5,6 +5,7 @@
                             the confidence calibrator fitted by `calm index --calibrate`
     INDEX/report.json       what the last `calm index` run did (new, kept, removed, failed)
     INDEX/data-<gen>/*.npy  row i of every array belongs to videos[i] of the manifest
+    INDEX/data-<gen>/shortlist.ivf  a faiss IVF over the frame-mean vectors (large indexes)
     INDEX/thumbs/<id>.jpg   one thumbnail per video
 
 Arrays are opened memory-mapped, so a query touches only the rows it scores and an index far
@@ -28,6 +29,7 @@ FORMAT = "calm-search-index-v1"
 MANIFEST = "index.json"
 REPORT = "report.json"
 THUMBS = "thumbs"
+IVF = "shortlist.ivf"  # in data-<gen>/: the faiss IVF shortlist of a large index
 
 
 class SearchIndexError(DataError):
