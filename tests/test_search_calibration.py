@@ -109,47 +109,65 @@ def test_features_are_score_margin_and_z_against_the_reference():
 
 # ---- calm index --calibrate on a split with known answers ---------------------------------------
 
-def _split_file(path, library, clips: int):
-    colours = ["red", "blue", "green", "white", "pink", "grey", "black", "gold", "teal", "tan"]
-    with open(path, "w") as f:
-        for i in range(clips):
-            captions = [f"a {colours[i]} block {verb} over a wall" for verb in
-                        ("moves", "slides", "drifts", "jumps")]
-            f.write(json.dumps({"video": f"part{i % 2}/clip{i}.mp4", "captions": captions,
-                                "split": "val"}) + "\n")
-    return path
+COPY_OF = {"copies/v0_reencoded.mp4": "v0.mp4", "copies/v1_cut.mp4": "v1.mp4",
+           "copies/v2_all.mp4": "v2.mp4"}
 
 
-def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probability(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """8 distinct scenes and 3 copies of them, indexed with --calibrate on a jsonl split that
+    holds the 8 originals with 4 captions each."""
+    from calm.cli.main import main as calm_main
+    from calm.data.synthetic.copies import write_copy
+    from tests.search_fixtures import tiny_checkpoint, write_scenes
+
+    root = tmp_path_factory.mktemp("calibrated")
+    library = root / "videos"
+    originals = write_scenes(library, 8)
+    for (name, source), kind in zip(COPY_OF.items(), ("reencode", "cut", "all")):
+        write_copy(library / source, library / name, kind)
+    split = root / "cal.jsonl"
+    split.write_text("".join(json.dumps({"video": p.name, "split": "val", "captions": [
+        f"scene {i} pans {w}" for w in ("left", "slowly", "across", "again")]}) + "\n"
+        for i, p in enumerate(originals)))
+    ckpt = tiny_checkpoint(root / "m.safetensors")
+    args = ["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
+            str(root / "idx"), "--workers", "0", "--no-progress"]
+    flags = ["--calibration-dataset", "jsonl", "--calibration-annotations", str(split),
+             "--calibration-videos", str(library), "--calibration-split", "val"]
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert calm_main(args + flags) == 0
+    return {"root": root, "library": library, "split": split, "ckpt": ckpt, "args": args,
+            "printed": printed.getvalue()}
+
+
+def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probability(calibrated,
+                                                                                  capsys):
     import torch
 
     from calm.api import load
     from calm.cli.main import main as calm_main
     from calm.search import store
     from calm.search.searcher import Searcher
-    from tests.search_fixtures import tiny_checkpoint, write_library
 
-    library = write_library(tmp_path / "videos", clips=10)
-    split = _split_file(tmp_path / "cal.jsonl", library, 10)
-    ckpt = tiny_checkpoint(tmp_path / "m.safetensors")
-    out = tmp_path / "idx"
-    flags = ["--calibration-dataset", "jsonl", "--calibration-annotations", str(split),
-             "--calibration-videos", str(library), "--calibration-split", "val"]
-    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
-                      str(out), "--workers", "0", "--no-progress", *flags]) == 0
-    printed = capsys.readouterr().out
-    assert "calibration on jsonl/val (40 captions, 10 videos" in printed
+    out, split, library = calibrated["root"] / "idx", calibrated["split"], calibrated["library"]
+    assert "calibration on jsonl/val (32 captions, 8 videos" in calibrated["printed"]
     manifest = store.read_manifest(out)
     report = manifest.calibration["report"]
     # the labels are what the model itself ranks first: recomputed here from calm.load().score
-    model = load(ckpt)
+    model = load(calibrated["ckpt"])
     lines = [json.loads(x) for x in split.read_text().splitlines()]
     texts = [c for line in lines for c in line["captions"]]
     truth = [i for i, line in enumerate(lines) for _ in line["captions"]]
     scores = model.score(texts, [library / line["video"] for line in lines])
     assert report["top1_accuracy"] == pytest.approx(
         float((scores.argmax(1) == torch.tensor(truth)).float().mean()))
-    assert report["queries"] == 40 and report["collection"] == 10
+    assert 0 < report["top1_accuracy"] < 1
+    assert report["queries"] == 32 and report["collection"] == 8
     assert set(report["ece"]) == {"platt", "isotonic"}
     assert report["abstain_correct"] <= 0.1 + 1e-9
     # search shows the stored calibrator's probability of its own features, and the threshold
@@ -165,17 +183,34 @@ def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probabilit
     body = json.loads(capsys.readouterr().out)
     assert body["confidence"]["calibrated"] and body["confidence"]["threshold"] == round(cal.threshold, 4)
     # an update without --calibrate keeps the calibration
-    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
-                      str(out), "--workers", "0", "--no-progress"]) == 0
+    assert calm_main(calibrated["args"]) == 0
     assert store.read_manifest(out).calibration == manifest.calibration
 
 
-def test_calibrate_without_a_validation_split_in_the_config_says_what_to_pass(tmp_path, capsys):
-    from calm.cli.main import main as calm_main
-    from tests.search_fixtures import tiny_checkpoint, write_library
+def test_copies_come_back_inside_their_original_at_the_measured_threshold(calibrated):
+    from calm.search.searcher import Searcher
 
-    library = write_library(tmp_path / "videos", clips=2)
-    ckpt = tiny_checkpoint(tmp_path / "m.safetensors")
-    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
-                      str(tmp_path / "idx"), "--calibrate", "--no-progress"]) == 2
+    assert "near-duplicates: frame-mean cosine >=" in calibrated["printed"]
+    searcher = Searcher.open(calibrated["root"] / "idx")
+    measured = searcher.index.manifest.duplicates
+    assert measured["threshold"] == searcher.duplicate_threshold and measured["copies"] == 8
+    result = searcher.search("scene 3 pans left", k=11)
+    listed = {h.path: h.duplicates for h in result.results}
+    assert len(listed) == 8  # 11 videos, 3 of them copies
+    for copy, source in COPY_OF.items():
+        assert listed[source] == [copy]
+    assert all(not listed[f"v{i}.mp4"] for i in range(3, 8))
+    assert all("duplicates" in r for r in searcher.search("scene 0", k=3).to_json()["results"])
+    # without folding, every copy is a result of its own
+    plain = Searcher(searcher.index, searcher.scorer, duplicate_threshold=None)
+    assert len(plain.search_encoded("q", searcher.encode_text(["scene 3"])[0], 11).results) == 11
+
+
+def test_calibrate_without_a_validation_split_in_the_config_says_what_to_pass(calibrated, capsys,
+                                                                              tmp_path):
+    from calm.cli.main import main as calm_main
+
+    assert calm_main(["index", "--checkpoint", str(calibrated["ckpt"]), "--videos",
+                      str(calibrated["library"]), "--out", str(tmp_path / "idx"), "--calibrate",
+                      "--no-progress"]) == 2
     assert "--calibration-annotations" in capsys.readouterr().err

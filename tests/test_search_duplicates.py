@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -42,41 +40,3 @@ def test_the_threshold_joins_copies_and_rises_above_distinct_videos_when_they_co
     close = fit_threshold(copies, np.linspace(0.2, 0.98, 1000))
     assert close["limited_by"] == "distinct videos" and close["merged_distinct"] <= 0.001
     assert close["threshold"] > 0.979
-
-
-def test_a_reencoded_a_cut_and_a_resized_copy_come_back_inside_their_original(tmp_path, capsys):
-    from calm.cli.main import main as calm_main
-    from calm.data.synthetic.copies import write_copy
-    from calm.search.searcher import Searcher
-    from tests.search_fixtures import tiny_checkpoint, write_scenes
-
-    library = tmp_path / "videos"
-    originals = write_scenes(library, 8)
-    copy_of = {"copies/v0_reencoded.mp4": "v0.mp4", "copies/v1_cut.mp4": "v1.mp4",
-               "copies/v2_all.mp4": "v2.mp4"}
-    for (name, source), kind in zip(copy_of.items(), ("reencode", "cut", "all")):
-        write_copy(library / source, library / name, kind)
-    split = tmp_path / "cal.jsonl"
-    split.write_text("".join(json.dumps({"video": p.name, "split": "val", "captions": [
-        f"scene {i} pans {w}" for w in ("left", "slowly", "across", "again")]}) + "\n"
-        for i, p in enumerate(originals)))
-    ckpt = tiny_checkpoint(tmp_path / "m.safetensors")
-    assert calm_main(["index", "--checkpoint", str(ckpt), "--videos", str(library), "--out",
-                      str(tmp_path / "idx"), "--workers", "0", "--no-progress",
-                      "--calibration-dataset", "jsonl", "--calibration-annotations", str(split),
-                      "--calibration-videos", str(library)]) == 0
-    assert "near-duplicates: frame-mean cosine >=" in capsys.readouterr().out
-    searcher = Searcher.open(tmp_path / "idx")
-    measured = searcher.index.manifest.duplicates
-    assert measured["threshold"] == searcher.duplicate_threshold and measured["copies"] == 8
-    result = searcher.search("scene 3 pans left", k=11)
-    listed = {h.path: h.duplicates for h in result.results}
-    assert len(listed) == 8  # 11 videos, 3 of them copies
-    for copy, source in copy_of.items():
-        assert listed[source] == [copy]
-    assert all(not listed[f"v{i}.mp4"] for i in range(3, 8))
-    body = searcher.search("scene 0", k=3).to_json()
-    assert all("duplicates" in r for r in body["results"])
-    # without folding, every copy is a result of its own
-    plain = Searcher(searcher.index, searcher.scorer, duplicate_threshold=None)
-    assert len(plain.search_encoded("q", searcher.encode_text(["scene 3"])[0], 11).results) == 11
