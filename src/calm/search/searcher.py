@@ -129,6 +129,8 @@ class SearchIndex:
         """The fusion head's state for `rows` (ascending, for sequential reads) as float32."""
         out = {}
         for key in self.manifest.state_keys:
+            store.prefetch_rows(self.arrays[f"state.{key}"], rows)
+        for key in self.manifest.state_keys:
             block = np.asarray(self.arrays[f"state.{key}"][rows])
             t = torch.from_numpy(block)
             out[key] = t if t.dtype == torch.bool else t.float()

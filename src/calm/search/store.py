@@ -175,3 +175,27 @@ def open_arrays(index_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
         if arr.shape[0] != n:
             raise SearchIndexError(f"{folder / name}.npy holds {arr.shape[0]} rows for {n} videos")
     return arrays
+
+
+def prefetch_rows(arr: np.ndarray, rows: np.ndarray) -> None:
+    """Asks the kernel to start reading `rows` of a memory-mapped array, all at once.
+
+    A shortlist's rows lie anywhere in a file larger than memory; read one by one, each is a
+    separate wait on the disk. MADV_WILLNEED issues them together, so the copy that follows
+    waits roughly once. Arrays that are not memory-mapped are left alone.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not len(rows):
+        return
+    import mmap
+
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    base = arr.offset if hasattr(arr, "offset") else 0
+    page = mmap.PAGESIZE
+    for r in np.asarray(rows, dtype=np.int64):
+        start = base + int(r) * row_bytes
+        aligned = start - start % page
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, aligned, start + row_bytes - aligned)
+        except (OSError, ValueError):
+            return
