@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from calm.config import ExperimentConfig, from_dict
@@ -27,23 +28,40 @@ def write_library(root: Path, clips: int = 10, frames: int = 30) -> Path:
     return root
 
 
-def tiny_config(fusion: str = "xpool", alignment: str = "vae") -> ExperimentConfig:
+def scene(seed: int):
+    """Frames of a distinct scene per seed: a random block texture panning one pixel a frame."""
+    base = np.random.default_rng(seed).integers(0, 256, (8, 12, 3)).repeat(4, 0).repeat(4, 1)
+    base = base.astype(np.uint8)
+    return lambda k, w, h: np.ascontiguousarray(np.roll(base, k, axis=1)[:h, :w])
+
+
+def write_scenes(root: Path, count: int, frames: int = 30) -> list[Path]:
+    """`count` clips v0.mp4 ... of distinct scenes (unlike write_library's clips, which are
+    overlapping cuts of one animation)."""
+    return [write_clip(root / f"v{i}.mp4", num_frames=frames, width=48, height=32,
+                       frame_fn=scene(i), crf=18) for i in range(count)]
+
+
+def tiny_config(fusion: str = "xpool", alignment: str = "vae", score: str = "base",
+                heads: int = 1) -> ExperimentConfig:
     return from_dict(ExperimentConfig, {
         "model": {
             "backbone": {"name": "calm-micro"},
             "anchors": {"labels": "coco"},
-            "fusion": {"name": fusion, "dropout": 0.0, "layers": 1},
+            "fusion": {"name": fusion, "dropout": 0.0, "layers": 1, "heads": heads},
             "alignment": {"name": alignment},
+            "score": {"mode": score, "anchor_weight": 0.5},
         },
         "data": {"num_frames": NUM_FRAMES},
     })
 
 
-def tiny_checkpoint(path: Path, fusion: str = "xpool", alignment: str = "vae", seed: int = 0) -> Path:
+def tiny_checkpoint(path: Path, fusion: str = "xpool", alignment: str = "vae", seed: int = 0,
+                    score: str = "base", heads: int = 1) -> Path:
     """A random-init retrieval model saved as a calm checkpoint (what `calm train` writes)."""
     from calm.model.retrieval import CALM
 
-    cfg = tiny_config(fusion, alignment)
+    cfg = tiny_config(fusion, alignment, score, heads)
     torch.manual_seed(seed)
     return save_model(path, CALM.from_config(cfg.model).eval(), cfg, {"step": 0})
 

@@ -1,4 +1,4 @@
-"""Search building blocks: the matching moment, xpool frame weights, confidence, shortlist backends."""
+"""Search building blocks: the matching moment, xpool frame weights, shortlist backends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from calm.config.schema import FusionConfig
 from calm.model.fusion import build_fusion
-from calm.search.confidence import NullModel, abstains, confidence, null_max_level
 from calm.search.moment import best_frame_weights, moment, segment_bounds
 from calm.search.shortlist import Shortlist
 
@@ -79,34 +78,33 @@ def test_xpool_frame_weights_are_the_attention_that_pools():
         assert int(target.argmax()) == 4
 
 
-def test_null_max_level_grows_with_the_collection():
-    levels = [null_max_level(n) for n in (1, 40, 1000, 100_000)]
-    assert levels == sorted(levels)
-    assert levels[0] == pytest.approx(2.326, abs=1e-3)  # one draw: the 99th percentile
-    # simulated: the max of 1000 normals exceeds the level about 1% of the time
-    rng = np.random.default_rng(0)
-    maxima = rng.standard_normal((4000, 1000)).max(axis=1)
-    assert 0.003 < float((maxima > levels[2]).mean()) < 0.02
-
-
-def test_a_clear_outlier_is_confident_and_the_best_of_the_bulk_is_not():
-    rng = np.random.default_rng(1)
-    reference = rng.normal(0.2, 0.02, 256)
-    null = NullModel.from_reference(reference, collection=1000)
-    assert null.centre == pytest.approx(0.2, abs=0.005)
-    assert null.spread == pytest.approx(0.02, rel=0.2)
-    strong, weak = null.evidence(np.array([0.2 + 10 * 0.02, 0.2 + 2.5 * 0.02]))
-    assert strong > 0.99 and not abstains(strong)
-    assert weak < 0.1 and abstains(weak)
-    assert NullModel.from_reference(reference[:5], collection=5) is None
-    assert not abstains(None)
-
-
-def test_sigma_discounts_the_confidence_but_never_raises_it():
-    evidence = np.array([0.9, 0.9, 0.9])
-    out = confidence(evidence, np.array([0.0, 0.5, 1.0]))
-    assert out.tolist() == pytest.approx([0.9, 0.675, 0.45])
-    assert confidence(evidence, None) is evidence
+def test_with_several_heads_each_head_counts_by_its_share_of_the_pooled_embedding():
+    torch.manual_seed(1)
+    head = build_fusion(FusionConfig(name="xpool", dropout=0.0, heads=2), 32).eval()
+    with torch.no_grad():
+        for proj in (head.q_proj, head.k_proj, head.v_proj, head.out_proj):
+            proj.weight.add_(0.3 * torch.randn_like(proj.weight))
+        frames = torch.randn(3, 6, 32) * 3
+        mask = torch.ones(3, 6, dtype=torch.bool)
+        text = torch.randn(2, 32)
+        state = head.video_state(frames, mask)
+        attn = head._attention(text, state)  # [Nv, Nt, H, T]
+        w = head.frame_weights(text, state)
+        assert torch.allclose(w.sum(-1), torch.ones(2, 3), atol=1e-6)
+        # the two heads attend differently, so the mean over heads is not the pooling weight
+        assert (attn[:, :, 0] - attn[:, :, 1]).abs().max() > 0.05
+        # a head whose values are zero adds nothing to the embedding: the other head's attention
+        # is then exactly the weight every frame is pooled with
+        silent = dict(state, values=state["values"].clone())
+        silent["values"][:, :, 1] = 0.0
+        got = head.frame_weights(text, silent)
+        assert torch.allclose(got, attn[:, :, 0].permute(1, 0, 2), atol=1e-6)
+        assert not torch.allclose(got, attn.mean(2).permute(1, 0, 2), atol=1e-3)
+        # weights of the head pooled alone reproduce the pooled embedding when it is one head's
+        pooled = torch.einsum("tvf,vfo->vto", got, silent["values"][:, :, 0]) + head.out_proj.bias
+        x = head.norm_mid(pooled)
+        assert torch.allclose(head.norm_out(x + head.linear(x)), head.pool_state(text, silent),
+                              atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])

@@ -24,7 +24,7 @@ from tests.search_fixtures import (  # noqa: E402
 )
 from tests.videos import write_clip  # noqa: E402
 
-RESULT_KEYS = {"path", "score", "start", "end", "anchors", "confidence"}
+RESULT_KEYS = {"path", "score", "start", "end", "resolution", "anchors", "duplicates"}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_api_search_returns_the_documented_shape(setup):
         assert set(result) == RESULT_KEYS
         assert all(len(a) == 2 and isinstance(a[0], str) for a in result["anchors"])
         assert result["start"] <= result["end"]
-    assert isinstance(body["confident"], bool)
+    assert body["confident"] is None and body["confidence"]["calibrated"] is False
     scores = [x["score"] for x in body["results"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -66,6 +66,28 @@ def test_api_search_returns_the_documented_shape(setup):
 def test_k_and_the_query_are_bounded(setup, params):
     r = setup[3].get("/api/search", params=params)
     assert r.status_code == 400 and r.json()["error"]
+
+
+def test_api_similar_and_image_queries(setup):
+    from PIL import Image
+
+    from calm.data.synthetic.moments import decode_frames
+
+    root, library, searcher, client = setup
+    rel = searcher.index.paths[2]
+    r = client.get("/api/similar", params={"path": rel, "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["results"]) == 3 and rel not in [x["path"] for x in body["results"]]
+    assert set(body["results"][0]) == RESULT_KEYS and body["confidence"]["calibrated"] is False
+    assert client.get("/api/similar", params={"path": "after.mp4"}).status_code == 400
+    Image.fromarray(decode_frames(library / rel)[5]).save(root / "frame.png")
+    r = client.post("/api/image", params={"k": 2}, content=(root / "frame.png").read_bytes())
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
+    assert r.json()["query"].startswith("image:")
+    bad = client.post("/api/image", content=b"not an image")
+    assert bad.status_code == 400 and "not a readable image" in bad.json()["error"]
+    assert client.post("/api/image", content=b"").status_code == 400
 
 
 def test_media_supports_range_requests(setup):

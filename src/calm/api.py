@@ -4,6 +4,7 @@
     model = calm.load("runs/msrvtt-calm/checkpoints/best.safetensors")
     videos = model.encode_videos(["a.mp4", "b.mp4"], workers=2, progress=True)
     scores = model.score(["a dog catches a frisbee"], videos)   # [1, 2] cosine similarities
+    model.encode_images(["dog.jpg"])  # [1, D]: an image as a one-frame clip, a query like a text
     model.anchors_of(videos, k=3)   # [[("playing with a dog", 0.41), ...], ...]
     model.uncertainty(videos)       # VAE sigma per video (CALM checkpoints with a VAE)
 
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -136,6 +138,28 @@ class CalmModel:
         for i in range(0, len(texts), batch_size):
             tokens = self.model.backbone.tokenize(texts[i : i + batch_size], self.text_length)
             out.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence, batch_size: int = 64) -> torch.Tensor:
+        """Image features [N, D] (paths or file bytes): each image encoded as a one-frame clip,
+        preprocessed as frames are, so it can query an index as a text does."""
+        from calm.data.images import read_image
+        from calm.data.video import normalize_frames
+
+        if isinstance(images, str | Path | bytes):
+            raise TypeError("encode_images takes a list; wrap a single image in a list")
+        images = list(images)
+        size = self.frame_spec.image_size
+        out = []
+        for i in range(0, len(images), batch_size):
+            pixels = np.stack([read_image(x, size) for x in images[i : i + batch_size]])
+            frames = torch.from_numpy(pixels).permute(0, 3, 1, 2)[:, None].to(self.device)
+            frames = normalize_frames(frames, self.frame_spec.mean, self.frame_spec.std)
+            mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=self.device)
+            out.append(self.model.encode_frames(frames, mask)[:, 0].float().cpu())
+        if not out:
+            return torch.empty(0, self.model.backbone.embed_dim)
         return torch.cat(out)
 
     def iter_encode_videos(

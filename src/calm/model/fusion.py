@@ -172,12 +172,23 @@ class TextConditionedPooling(FusionHead):
         return logits.softmax(dim=-1)
 
     def frame_weights(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """How much each frame counts in each (text, video) score, [N_t, N_v, T], rows sum to 1.
+        """How much each frame counts in each (text, video) pooled embedding, [N_t, N_v, T],
+        rows sum to 1; search reports the frames with the most weight as the matching moment.
 
-        The mean over heads of the attention `score` pools with: search reports the frames a
-        query attends to as the matching moment of the clip.
+        The pooled vector (before its bias) is sum_h p_h with p_h = sum_f a_hf W_h v_hf: head h
+        pools with its own attention a_h. A frame's weight is sum_h s_h a_hf, where s_h =
+        <p_h, p> / |p|^2 is head h's share of the pooled vector (clamped at 0, renormalised).
+        With one head this is exactly the attention; a plain mean over heads would let a head
+        that adds almost nothing to the embedding move the moment as much as the one that
+        carries it.
         """
-        return self._attention(text, state).mean(dim=2).permute(1, 0, 2)
+        attn = self._attention(text, state)  # [Nv, Nt, H, T]
+        per_head = torch.einsum("vthf,vfho->vtho", attn, state["values"])  # p_h
+        pooled = per_head.sum(dim=2, keepdim=True)
+        share = (per_head * pooled).sum(-1) / (pooled * pooled).sum(-1).clamp_min(1e-12)
+        share = share.clamp_min(0.0)
+        share = share / share.sum(dim=2, keepdim=True).clamp_min(1e-12)  # [Nv, Nt, H]
+        return torch.einsum("vth,vthf->vtf", share, attn).permute(1, 0, 2)
 
     def pool_state(self, text: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled video embeddings [N_v, N_t, D] for every (video, text) pair of the inputs."""

@@ -18,7 +18,9 @@ import torch
 
 from calm.api import CalmModel, EncodedVideos
 from calm.data.files import scan_videos
-from calm.search import store
+from calm.search import sharded, store
+from calm.search.scoring import AGREEMENT, video_agreement
+from calm.search.shortlist import IVF_ABOVE, build_ivf, have_faiss, write_ivf
 from calm.search.store import Manifest, RowWriter, SearchIndexError, VideoEntry
 
 TOP_ANCHORS = 5
@@ -94,13 +96,14 @@ class _Rows:
             writer.finish()
 
 
-def _as_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
-    """What search needs per video, as fp16/fp32 numpy rows."""
+def index_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
+    """What search needs per video as numpy rows. What scores is float32 (the head's state, the
+    anchor agreement): fp16 states move scores by ~1e-3, enough to swap neighbours in a ranking."""
     rows = {
-        f"state.{k}": v.numpy() if v.dtype == torch.bool else v.half().numpy()
+        f"state.{k}": v.numpy() if v.dtype == torch.bool else v.float().numpy()
         for k, v in enc.state.items()
     }
-    rows["mean"] = enc.mean.half().numpy()
+    rows["mean"] = enc.mean.float().numpy()
     rows["mask"] = enc.mask.numpy()
     rows["times"] = enc.times.numpy().astype(np.float32)
     rows["durations"] = enc.durations.numpy().astype(np.float32)
@@ -111,17 +114,15 @@ def _as_rows(model: CalmModel, enc: EncodedVideos) -> dict[str, np.ndarray]:
         top = probs.topk(min(TOP_ANCHORS, probs.shape[1]), dim=1)
         rows["anchor_ids"] = top.indices.numpy().astype(np.int32)
         rows["anchor_probs"] = top.values.numpy().astype(np.float32)
-    if model.has_vae:
-        rows["sigma"] = model.uncertainty(enc).numpy().astype(np.float32)
+    if model.cfg.model.score.mode == "anchor_agreement" and model.has_vae:
+        rows[AGREEMENT] = video_agreement(model, enc.frames.to(model.device),
+                                          enc.mask.to(model.device))
     return rows
 
 
-def build_index(
-    model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
-    batch_size: int = 8,
-) -> dict:
-    """Creates or updates the index in `out` for the video files under `videos`; returns the report."""
-    started = time.time()
+def _plan(model: CalmModel, videos: Path, out: Path):
+    """The previous index (checked), the folder's files and the links left out of them, and
+    what a rerun keeps and encodes."""
     root, out = Path(videos).resolve(), Path(out)
     old = store.read_manifest(out)
     if old is not None:
@@ -134,6 +135,11 @@ def build_index(
     elif out.exists() and any(out.iterdir()):
         raise SearchIndexError(f"{out} exists and is not a calm search index; choose an empty folder")
     files, left_out = stat_files(root)
+    return root, out, old, files, left_out, *_changes(old, files)
+
+
+def _changes(old: Manifest | None, files: list[FileStat]):
+    """(rows kept as they are, failures kept as they are, files to encode) of a rerun."""
     old_rows = {v.path: (i, v) for i, v in enumerate(old.videos)} if old else {}
     old_failed = {f["path"]: f for f in old.failures} if old else {}
     keep, failures, todo = [], [], []
@@ -146,6 +152,56 @@ def build_index(
             failures.append(failed)
         else:
             todo.append(f)
+    return keep, failures, todo
+
+
+def encoded_batches(model: CalmModel, paths: list[str], workers: int, progress: bool,
+                    batch_size: int):
+    """(index rows or None, decoded paths, thumbnails, failures) per batch of `paths`."""
+    for enc in model.iter_encode_videos(paths, workers, progress, batch_size,
+                                        thumbnail_size=THUMBNAIL_SIZE):
+        yield (index_rows(model, enc) if len(enc) else None, enc.paths, enc.thumbnails,
+               enc.failed)
+
+
+def write_shortlist(folder: Path, n: int, ivf_above: int = IVF_ABOVE) -> str | None:
+    """Builds the IVF shortlist of a generation with at least `ivf_above` videos; returns a note
+    when one would be needed but faiss is missing."""
+    if n < ivf_above:
+        return None
+    if not have_faiss():
+        return (f"{n} videos: install faiss-cpu for the IVF shortlist (search scans every "
+                "frame-mean vector until then)")
+    write_ivf(build_ivf(np.load(folder / "mean.npy", mmap_mode="r")), folder / store.IVF)
+    return None
+
+
+def build_index(
+    model: CalmModel, videos: Path, out: Path, workers: int = 0, progress: bool = False,
+    batch_size: int = 8, calibration=None, ivf_above: int = IVF_ABOVE,
+) -> dict | None:
+    """Creates or updates the index in `out` for the video files under `videos`; returns the report.
+
+    `calibration` (a `calibrate.CalibrationSource`) fits the search confidence on that split and
+    stores it; without it an update keeps the index's earlier calibration. From `ivf_above`
+    videos on, the shortlist is a faiss IVF built here (`calm.search.shortlist`). Under torchrun every
+    rank calls this: rank 0 plans, writes and returns the report, the others encode their share
+    of the files (`calm.search.sharded`) and return None.
+    """
+    started = time.time()
+
+    def encode(paths: list[str], size: int):
+        return encoded_batches(model, paths, workers, progress and sharded.is_main(), size)
+
+    if not sharded.is_main():
+        sharded.encode_share(encode)
+        return None
+    try:
+        root, out, old, files, left_out, keep, failures, todo = _plan(model, videos, out)
+    except Exception as exc:
+        sharded.announce_failure(str(exc))
+        raise
+    old_rows = {v.path for v in old.videos} if old else set()
     generation = (old.generation + 1) if old else 1
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale(out, old.generation if old else None)
@@ -164,25 +220,37 @@ def build_index(
         del arrays
     by_path = {str(f.path): f for f in todo}
     new_failures = []
-    for enc in model.iter_encode_videos([f.path for f in todo], workers, progress, batch_size,
-                                        thumbnail_size=THUMBNAIL_SIZE):
-        for path, reason in enc.failed:
+    paths = [str(f.path) for f in todo]
+    batches = (sharded.gathered_batches(encode, paths, batch_size) if sharded.active()
+               else encode(paths, batch_size))
+    for arrays, done, thumbnails, failed in batches:
+        for path, reason in failed:
             f = by_path[path]
             new_failures.append({"path": f.rel, "size": f.size, "mtime_ns": f.mtime_ns,
                                  "reason": reason})
-        if not len(enc):
+        if not done:
             continue
-        rows.append(_as_rows(model, enc))
-        for path, jpeg in zip(enc.paths, enc.thumbnails):
+        rows.append(arrays)
+        for path, jpeg in zip(done, thumbnails):
             f = by_path[path]
             (thumbs / store.thumbnail_name(f.rel)).write_bytes(jpeg)
             entries.append(VideoEntry(f.rel, f.size, f.mtime_ns))
     rows.finish()
     failures.extend(new_failures)
+    shortlist_note = write_shortlist(folder, len(entries), ivf_above) if entries else None
+    if calibration is not None:
+        from calm.search.calibrate import calibrate
+
+        measured = calibrate(model, calibration, workers, batch_size, progress)
+        fitted, duplicates = measured["confidence"], measured["duplicates"]
+    else:
+        fitted = old.calibration if old else None
+        duplicates = old.duplicates if old else None
     manifest = Manifest(
         root=str(root), checkpoint=model_record(model), generation=generation, videos=entries,
         failures=sorted(failures, key=lambda f: f["path"]),
         state_keys=sorted(k[len("state."):] for k in rows.writers if k.startswith("state.")),
+        calibration=fitted, duplicates=duplicates,
     )
     present = {store.thumbnail_name(v.path) for v in entries}
     for thumb in thumbs.glob("*.jpg"):
@@ -197,14 +265,19 @@ def build_index(
         "indexed": len(entries),
         "new": len(todo) - len(new_failures),
         "kept": len(keep),
-        "removed": len(set(old_rows) - {f.rel for f in files}) if old else 0,
+        "removed": len(old_rows - {f.rel for f in files}),
         "failed": len(failures),
         "failures": [{"path": f["path"], "reason": f["reason"]} for f in manifest.failures],
         "seconds": round(time.time() - started, 2),
         "workers": workers,
+        "processes": sharded.world_size(),
+        "calibration": None if fitted is None else fitted["report"],
+        "duplicates": duplicates,
     }
     if not files:
         report["note"] = f"no video files under {root}" + (
             f"; {len(left_out)} symbolic links were left out" if left_out else "")
+    elif shortlist_note:
+        report["note"] = shortlist_note
     store.commit(out, manifest, report)
     return report

@@ -6,9 +6,14 @@ clip's end). The moment is the segment of the frame with the largest weight, wid
 neighbouring frames while their weight stays at least `keep` times that peak, so a query about
 a whole action gets the action's span and a query about an instant gets one segment.
 
-Weights come from the fusion head's text-conditioned attention (xpool: how much each frame
-counts in the pooled embedding the text is compared with) or, for heads that pool without the
-text (meanP, seqTransf), from a one-hot on the frame whose own feature is closest to the text.
+Weights come from the fusion head's text-conditioned pooling (xpool: how much each frame counts
+in the pooled embedding the text is compared with, each head by its share of that embedding) or,
+for heads that pool without the text (meanP, seqTransf), from a one-hot on the frame whose own
+feature is closest to the text.
+
+A moment can be no finer than one segment (duration / sampled frames), so its times are
+reported to that resolution: `resolution` gives the segment length, `time_decimals` the digits
+worth printing.
 """
 
 from __future__ import annotations
@@ -45,6 +50,19 @@ def moment(weights: np.ndarray, times: np.ndarray, duration: float, keep: float 
         hi += 1
     starts, ends = segment_bounds(t, duration)
     return float(starts[lo]), float(ends[hi]), peak
+
+
+def resolution(times: np.ndarray, duration: float) -> float:
+    """Seconds one sampled frame stands for: the finest step a moment's bounds can take."""
+    n = int((~np.isnan(times)).sum())
+    return float(duration) / max(n, 1)
+
+
+def time_decimals(step: float) -> int:
+    """Decimals that show a time to `step` seconds and no finer (0.75 s -> 1, 2.5 s -> 0)."""
+    if step <= 0:
+        return 3
+    return int(min(3, max(0, math.ceil(-math.log10(step)))))
 
 
 def best_frame_weights(text: np.ndarray, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:

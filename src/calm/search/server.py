@@ -2,7 +2,12 @@
 
     GET /                       the page (static HTML + vanilla JS)
     GET /api/search?q=...&k=... {"query", "results": [{"path", "score", "start", "end",
-                                 "anchors": [[label, p], ...], "confidence"}], "confident", "note"}
+                                 "resolution", "anchors": [[label, p], ...], "duplicates"}], "confidence": {"calibrated",
+                                 "probability", "threshold", "method"}, "confident", "note"}
+    GET /api/similar?path=...&k=...   videos like an indexed one (frame-mean cosine), same shape
+    POST /api/image?k=...       body: an image file's bytes; videos that look like it, same shape
+    all three take the filters under, glob, min_duration, max_duration, modified_after,
+    modified_before (see `calm.search.filters`); the answer's "filters" says what they kept
     GET /media/<path>           an indexed video, with HTTP range requests (the page seeks in it)
     GET /thumb/<path>           its thumbnail
 
@@ -20,13 +25,17 @@ from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from calm.data.errors import DataError
+from calm.search.filters import PARAMS, FilterError, Filters
 from calm.search.searcher import MAX_K, Searcher
 
 MAX_QUERY_CHARS = 300
+MAX_IMAGE_BYTES = 20 * 2**20
 DEFAULT_K = 12
 
 
@@ -60,6 +69,27 @@ def create_app(searcher: Searcher) -> Starlette:
     async def home(request: Request) -> Response:
         return HTMLResponse(page)
 
+    def _k(request: Request) -> int | JSONResponse:
+        try:
+            k = int(request.query_params.get("k", DEFAULT_K))
+        except ValueError:
+            return JSONResponse({"error": "k must be an integer"}, status_code=400)
+        if not 1 <= k <= MAX_K:
+            return JSONResponse({"error": f"k must be between 1 and {MAX_K}"}, status_code=400)
+        return k
+
+    def _filters(request: Request) -> Filters | JSONResponse:
+        try:
+            return Filters.parse(**{name: request.query_params.get(name) for name in PARAMS})
+        except FilterError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def _answer(result) -> JSONResponse:
+        body = result.to_json()
+        keep = ("path", "score", "start", "end", "resolution", "anchors", "duplicates")
+        body["results"] = [{key: r[key] for key in keep} for r in body["results"]]
+        return JSONResponse(body)
+
     def search(request: Request) -> Response:
         query = request.query_params.get("q", "")
         if not query.strip():
@@ -68,18 +98,45 @@ def create_app(searcher: Searcher) -> Starlette:
             return JSONResponse(
                 {"error": f"the query is longer than {MAX_QUERY_CHARS} characters"}, status_code=400
             )
-        try:
-            k = int(request.query_params.get("k", DEFAULT_K))
-        except ValueError:
-            return JSONResponse({"error": "k must be an integer"}, status_code=400)
-        if not 1 <= k <= MAX_K:
-            return JSONResponse({"error": f"k must be between 1 and {MAX_K}"}, status_code=400)
+        k, filters = _k(request), _filters(request)
+        for bad in (k, filters):
+            if isinstance(bad, Response):
+                return bad
         with lock:
-            result = searcher.search(query, k)
-        body = result.to_json()
-        keep = ("path", "score", "start", "end", "anchors", "confidence")
-        body["results"] = [{key: r[key] for key in keep} for r in body["results"]]
-        return JSONResponse(body)
+            result = searcher.search(query, k, filters=filters)
+        return _answer(result)
+
+    def similar(request: Request) -> Response:
+        rel = request.query_params.get("path", "")
+        if rel not in searcher.index.row_of:
+            return JSONResponse({"error": "path is not an indexed video"}, status_code=400)
+        k, filters = _k(request), _filters(request)
+        for bad in (k, filters):
+            if isinstance(bad, Response):
+                return bad
+        with lock:
+            result = searcher.search_like(rel, k, filters=filters)
+        return _answer(result)
+
+    async def image(request: Request) -> Response:
+        k, filters = _k(request), _filters(request)
+        for bad in (k, filters):
+            if isinstance(bad, Response):
+                return bad
+        data = await request.body()
+        if not data:
+            return JSONResponse({"error": "send the image file as the request body"}, status_code=400)
+        if len(data) > MAX_IMAGE_BYTES:
+            return JSONResponse({"error": "the image is larger than 20 MiB"}, status_code=413)
+        try:
+            result = await run_in_threadpool(_search_image, data, k, filters)
+        except DataError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return _answer(result)
+
+    def _search_image(data: bytes, k: int, filters: Filters):
+        with lock:
+            return searcher.search_image(data, k, filters=filters)
 
     def media(request: Request) -> Response:
         real = served_file(searcher, request.path_params["path"])
@@ -95,6 +152,8 @@ def create_app(searcher: Searcher) -> Starlette:
     return Starlette(routes=[
         Route("/", home),
         Route("/api/search", search),
+        Route("/api/similar", similar),
+        Route("/api/image", image, methods=["POST"]),
         Route("/media/{path:path}", media),
         Route("/thumb/{path:path}", thumb),
     ])

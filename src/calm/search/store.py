@@ -1,9 +1,11 @@
 """The on-disk search index: a JSON manifest plus one `.npy` file per per-video array.
 
     INDEX/index.json        format, the checkpoint that built it (sha256), the video folder,
-                            per video: path (relative), size, mtime; files that failed, and why
+                            per video: path (relative), size, mtime; files that failed, and why;
+                            the confidence calibrator fitted by `calm index --calibrate`
     INDEX/report.json       what the last `calm index` run did (new, kept, removed, failed)
     INDEX/data-<gen>/*.npy  row i of every array belongs to videos[i] of the manifest
+    INDEX/data-<gen>/shortlist.ivf  a faiss IVF over the frame-mean vectors (large indexes)
     INDEX/thumbs/<id>.jpg   one thumbnail per video
 
 Arrays are opened memory-mapped, so a query touches only the rows it scores and an index far
@@ -28,6 +30,7 @@ FORMAT = "calm-search-index-v1"
 MANIFEST = "index.json"
 REPORT = "report.json"
 THUMBS = "thumbs"
+IVF = "shortlist.ivf"  # in data-<gen>/: the faiss IVF shortlist of a large index
 
 
 class SearchIndexError(DataError):
@@ -58,6 +61,8 @@ class Manifest:
     videos: list[VideoEntry] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)  # path, size, mtime_ns, reason
     state_keys: list[str] = field(default_factory=list)
+    calibration: dict | None = None  # a fitted `calibration.Calibrator`, None: uncalibrated
+    duplicates: dict | None = None  # the measured near-duplicate threshold (`duplicates.py`)
 
     def to_json(self) -> dict:
         return {
@@ -68,6 +73,8 @@ class Manifest:
             "state_keys": self.state_keys,
             "videos": [[v.path, v.size, v.mtime_ns] for v in self.videos],
             "failures": self.failures,
+            "calibration": self.calibration,
+            "duplicates": self.duplicates,
         }
 
     @classmethod
@@ -82,6 +89,8 @@ class Manifest:
                 videos=[VideoEntry(p, int(s), int(m)) for p, s, m in data["videos"]],
                 failures=list(data["failures"]),
                 state_keys=list(data["state_keys"]),
+                calibration=data.get("calibration"),
+                duplicates=data.get("duplicates"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SearchIndexError(f"{source}: damaged index manifest ({exc!r})") from None
@@ -161,3 +170,27 @@ def open_arrays(index_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
         if arr.shape[0] != n:
             raise SearchIndexError(f"{folder / name}.npy holds {arr.shape[0]} rows for {n} videos")
     return arrays
+
+
+def prefetch_rows(arr: np.ndarray, rows: np.ndarray) -> None:
+    """Asks the kernel to start reading `rows` of a memory-mapped array, all at once.
+
+    A shortlist's rows lie anywhere in a file larger than memory; read one by one, each is a
+    separate wait on the disk. MADV_WILLNEED issues them together, so the copy that follows
+    waits roughly once. Arrays that are not memory-mapped are left alone.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not len(rows):
+        return
+    import mmap
+
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+    base = arr.offset if hasattr(arr, "offset") else 0
+    page = mmap.PAGESIZE
+    for r in np.asarray(rows, dtype=np.int64):
+        start = base + int(r) * row_bytes
+        aligned = start - start % page
+        try:
+            mm.madvise(mmap.MADV_WILLNEED, aligned, start + row_bytes - aligned)
+        except (OSError, ValueError):
+            return
