@@ -1,8 +1,11 @@
-# Two commands: `make demo` and `make test`. Both create (or reuse) the virtual environment.
+# Two commands: `make demo` and `make test`. Both create (or reuse) the virtual environment;
+# the demo installs calm alone, the tests add the dev extras (transformers, playwright, faiss...)
+# that the demo does not need, so a fresh clone's demo does not wait for them.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.calm-installed
+DEV_STAMP := $(VENV)/.calm-dev-installed
 DEMO_OUT ?= runs/demo
 
 .PHONY: setup test lint demo clean
@@ -10,15 +13,19 @@ DEMO_OUT ?= runs/demo
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
-lint: $(STAMP)
+setup: $(DEV_STAMP)
+
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) lint
+test: $(DEV_STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 demo: $(STAMP)

@@ -186,7 +186,8 @@ class PairBatch:
     model's input size), caption tokens [B, L] and attribute labels [B, heads].
 
     Why here: it runs in the worker that rendered the pairs, so the training process spends
-    its core on the model alone (picklable, for workers started by spawn too).
+    its core on the model alone (picklable, for workers started by spawn too). One thread, as
+    in a DataLoader worker, so the images are the same bits when the training process collates.
     """
 
     def __init__(self, tokenize: Tokenize, size: int, mean, std):
@@ -198,7 +199,8 @@ class PairBatch:
                           torch.stack([labels for _, _, labels in items]))
 
     def batch(self, images: torch.Tensor, captions: list[str], labels: torch.Tensor):
-        x = to_model_input(images, self.size, self.mean, self.std)
+        with torch_threads(1):
+            x = to_model_input(images, self.size, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last), self.tokenize(captions), labels
 
 
