@@ -13,7 +13,8 @@ from calm.data.synthetic import generate
 from calm.engine.checkpoint import save_model
 from calm.model.retrieval import CALM
 
-SUMMARY_KEYS = {"bins_r1", "spearman", "ause", "sparsification"}
+SUMMARY_KEYS = {"bins_r1", "spearman", "ause", "sparsification", "auroc", "aurc", "risk_coverage"}
+SIGNALS = {"sigma", "sigma_active", "log_sigma_sum", "s_hat_entropy", "mutual_info"}
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +51,28 @@ def test_eval_uncertainty_writes_the_block_and_the_figure(tmp_path, synth, capsy
     unc = result["uncertainty"]
     assert set(unc["sigma"]) == SUMMARY_KEYS and len(unc["sigma"]["bins_r1"]) == 10
     assert len(unc["sigma"]["sparsification"]) == 10 == len(unc["fractions"])
-    assert set(unc["baselines"]) == {"vp_entropy", "margin", "random"}
+    assert set(unc["baselines"]) == {"vp_entropy", "margin", "top1_prob", "random"}
+    assert set(unc["signals"]) == SIGNALS and all(set(unc[n]) == SUMMARY_KEYS for n in SIGNALS)
+    assert len(unc["sigma"]["risk_coverage"]) == len(unc["coverages"]) == 20
+    # the risk at full coverage is the share of wrong top-1 answers
+    assert unc["sigma"]["risk_coverage"][-1] == pytest.approx(100 - result["v2t"]["R@1"])
+    cal = unc["calibration"]
+    assert cal["accuracy"] == pytest.approx(result["v2t"]["R@1"]) and 0 <= cal["ece"] <= 100
+    assert sum(b["n"] for b in cal["bins"]) == 12
     for summary in unc["baselines"].values():
         assert set(summary) >= SUMMARY_KEYS
     assert unc["query"] == "video" and unc["n_queries"] == result["n_videos"] == 12
     # the sparsification curves start at the retrieval R@1 the same run reports
     assert unc["sigma"]["sparsification"][0] == pytest.approx(result["v2t"]["R@1"])
     text = unc["text_query"]
-    assert set(text) >= {"sigma", "sp_entropy", "baselines", "oracle"}
+    assert set(text) >= {*SIGNALS, "sp_entropy", "baselines", "oracle", "calibration"}
     assert text["n_queries"] == result["n_texts"]
     assert text["sigma"]["sparsification"][0] == pytest.approx(result["t2v"]["R@1"])
     syn = unc["synthetic"]
     assert syn["n_clips"] == 12 and syn["metadata"].endswith("msrvtt/metadata.json")
-    assert set(syn["spearman_sigma"]) == {"captions_fitting", "nameable_facts",
-                                          "own_caption_matches"}
+    assert set(syn["spearman"]) == {*SIGNALS, "vp_entropy"}
+    assert set(syn["spearman"]["mutual_info"]) == {"captions_fitting", "nameable_facts",
+                                                   "own_caption_matches"}
     figure = tmp_path / "run" / "uncertainty.png"
     assert unc["figure"] == str(figure) and figure.stat().st_size > 10_000
 

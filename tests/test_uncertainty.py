@@ -129,9 +129,12 @@ def test_bad_inputs_are_named(u, r, message):
 
 def test_report_holds_every_score_the_baselines_and_the_oracle():
     rep = uncertainty_report(RANKS, {"sigma": range(10)}, {"margin": [0.0] * 10})
-    assert set(rep) == {"sigma", "baselines", "oracle", "n_queries", "r1"}
+    assert set(rep) == {"sigma", "baselines", "oracle", "n_queries", "r1", "coverages"}
     assert set(rep["baselines"]) == {"margin", "random"}
     assert rep["oracle"]["sparsification"] == pytest.approx(ORACLE)
+    # the oracle answers the five hits first: no risk until half the queries are answered
+    assert rep["oracle"]["risk_coverage"][:10] == [0.0] * 10
+    assert rep["oracle"]["aurc"] == pytest.approx(rep["sigma"]["aurc"])
     assert rep["n_queries"] == 10 and rep["r1"] == 50.0
     json.dumps(rep)
 
