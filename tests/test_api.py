@@ -74,9 +74,26 @@ def test_anchors_of_gives_top_labels_with_probabilities(model, encoded):
     assert tops[0][0][1] == pytest.approx(float(full[0].max()))
 
 
-def test_uncertainty_is_one_positive_sigma_per_video(model, encoded):
-    sigma = model.uncertainty(encoded)
-    assert sigma.shape == (4,) and bool((sigma > 0).all())
+def test_uncertainty_is_the_chosen_signal_per_video(model, encoded):
+    value = model.uncertainty(encoded)
+    assert value.shape == (4,) and model.uncertainty_signal == "mutual_info"
+    d = model.model.anchor_distributions(None, encoded.frames, encoded.mask)
+    torch.testing.assert_close(value, d.signals()["mutual_info"])
+    sigma = model.uncertainty(encoded, signal="sigma")
+    torch.testing.assert_close(sigma, d.sigma)
+    assert bool((sigma > 0).all())
+
+
+def test_frame_anchor_probs_say_which_frames_carry_which_anchor(model, encoded):
+    frames = model.frame_anchor_probs(encoded)
+    n, t = encoded.mask.shape
+    assert frames.probs.shape == (n, t, len(model.anchor_labels))
+    assert torch.equal(frames.mask, encoded.mask.bool())
+    torch.testing.assert_close(frames.probs.sum(-1), encoded.mask.float())
+    top = frames.top(0, k=2)
+    assert len(top) == int(encoded.mask[0].sum()) and len(top[0][1]) == 2
+    assert top[0][0] == pytest.approx(float(encoded.times[0, 0]))
+    assert top[0][1][0][1] == pytest.approx(float(frames.probs[0, 0].max()))
 
 
 def test_models_without_anchors_or_vae_say_so(tmp_path, encoded):

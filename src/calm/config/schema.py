@@ -104,12 +104,16 @@ class AnchorConfig:
         _positive("scale", self.scale)
         if self.text_scale is not None:
             _positive("text_scale", self.text_scale)
-        if self.learn_scale:
-            for key in ("scale", "text_scale"):
-                value = getattr(self, key)
-                if value is not None and not 1.0 <= value <= MAX_ANCHOR_SCALE:
-                    raise ConfigError(f"{key}: a learned scale starts within [1, "
-                                      f"{MAX_ANCHOR_SCALE:g}] (its clamp), got {value!r}")
+        for key in ("scale", "text_scale"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if value > MAX_ANCHOR_SCALE:  # CLIP's ceiling; the forward pass no longer clamps
+                raise ConfigError(f"{key}: at most {MAX_ANCHOR_SCALE:g} (CLIP's logit-scale "
+                                  f"ceiling), got {value!r}")
+            if self.learn_scale and value < 1.0:
+                raise ConfigError(f"{key}: a learned scale starts within [1, "
+                                  f"{MAX_ANCHOR_SCALE:g}] (its clamp), got {value!r}")
         if "{}" not in self.template:
             raise ConfigError(f"template: {self.template!r} must contain '{{}}' for the label")
 

@@ -250,13 +250,15 @@ def auroc_wrong(uncertainty: Any, ranks: Any, hits: Any = None) -> float | None:
     probability that a wrong answer is more uncertain than a right one, ties counting half.
 
     With `hits` in [0, 1] (expected hits under random tie-breaking), a query counts 1 - h as wrong
-    and h as right. None when every query is right or every one is wrong.
+    and h as right, and is never paired with itself (its two outcomes never happen together).
+    None when every query is right or every one is wrong.
     """
     u, r = _pair(uncertainty, ranks)
     right = hits_at_1(r, hits)
     wrong = 1.0 - right
-    total = wrong.sum() * right.sum()
-    if total <= 0:
+    self_pairs = (wrong * right).sum()
+    total = wrong.sum() * right.sum() - self_pairs
+    if total <= 1e-12:
         return None
     order = np.argsort(u, kind="stable")
     u, right, wrong = u[order], right[order], wrong[order]
@@ -264,7 +266,7 @@ def auroc_wrong(uncertainty: Any, ranks: Any, hits: Any = None) -> float | None:
     group_right = np.add.reduceat(right, starts)
     group_wrong = np.add.reduceat(wrong, starts)
     right_below = np.cumsum(group_right) - group_right  # right weight strictly less uncertain
-    pairs = (group_wrong * (right_below + 0.5 * group_right)).sum()
+    pairs = (group_wrong * (right_below + 0.5 * group_right)).sum() - 0.5 * self_pairs
     return float(pairs / total)
 
 
