@@ -292,14 +292,14 @@ class CalmModel:
     def uncertainty(self, videos, signal: str | None = None) -> torch.Tensor:
         """How unsure the model is about each video [N], higher = less sure.
 
-        By default the signal that, on the synthetic benchmark's uncertainty grid, best told
-        wrong top-1 answers (video as query) from right ones (`uncertainty_signal`; measured on
-        the in-domain test split, there is no separate dev split yet): the mutual information
+        By default the VAE signal that best told wrong top-1 answers (video as query) from right
+        ones on the demo's CALM checkpoint (`uncertainty_signal`; measured on the synthetic
+        in-domain test split, as there is no separate dev split yet): the mutual information
         between the VAE's generated anchor distribution S_p-hat and its latent z, in nats. It is
         high when different draws of z generate different anchor distributions for the video:
         the VAE holds several readings of it at once. Measured, it tells wrong answers from right
-        ones only weakly (docs/results.md, "Uncertainty"); the similarity margin between a
-        query's two best candidates does better and needs no VAE.
+        ones only weakly (AUROC 0.55, docs/results.md, "Uncertainty"); the similarity margin
+        between a query's two best candidates does better (0.65) and needs no VAE.
 
         `signal` picks another one by name: `sigma` (the paper's mean posterior sigma),
         `sigma_active`, `log_sigma_sum`, `s_hat_entropy`, `mutual_info`."""
