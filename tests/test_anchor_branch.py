@@ -95,7 +95,7 @@ def test_parts_equal_the_whole(model):
     torch.testing.assert_close(model.video_anchor_probs(frames, mask), d.vp)
     torch.testing.assert_close(model.text_anchor_probs(text), d.sp)
     torch.testing.assert_close(model.generated_anchor_probs(frames, mask), d.s_hat)
-    torch.testing.assert_close(model.video_uncertainty(frames, mask), d.sigma)
+    torch.testing.assert_close(model.video_uncertainty(frames, mask, signal="sigma"), d.sigma)
 
 
 def test_a_model_without_a_vae_refuses_its_generation():

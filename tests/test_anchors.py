@@ -245,18 +245,29 @@ def test_learnable_flag(backbone, learnable):
     assert ("offset" in trainable) is learnable
 
 
-@pytest.mark.parametrize("scale, expected", [(20.0, 20.0), (100.0, 100.0), (500.0, 100.0)])
-def test_scale_clamped_at_100(backbone, scale, expected):
+@pytest.mark.parametrize("scale", [20.0, 100.0])
+def test_a_fixed_scale_is_the_configured_one(backbone, scale):
     bank = _bank(backbone, scale=scale)
-    assert float(bank.scale) == pytest.approx(expected)
+    assert float(bank.scale) == pytest.approx(scale)
     assert not bank.log_scale.requires_grad
 
 
-def test_learned_scale_is_clamped_and_trainable(backbone):
+def test_a_scale_beyond_clips_ceiling_is_refused():
+    with pytest.raises(ConfigError, match="scale: at most 100"):
+        AnchorConfig(scale=500.0)
+    with pytest.raises(ConfigError, match="text_scale: at most 100"):
+        AnchorConfig(text_scale=101.0)
+    with pytest.raises(ConfigError, match=r"learned scale starts within \[1, 100\]"):
+        AnchorConfig(scale=0.5, learn_scale=True)
+
+
+def test_learned_scale_is_clamped_after_a_step_not_in_the_forward_pass(backbone):
     bank = _bank(backbone, scale=10.0, learn_scale=True)
     assert bank.log_scale.requires_grad
     with torch.no_grad():
         bank.log_scale.fill_(math.log(1000.0))
+    assert float(bank.scale.detach()) == pytest.approx(1000.0)  # the forward pass leaves it
+    bank.clamp_scales_()
     assert float(bank.scale.detach()) == pytest.approx(100.0)
 
 

@@ -74,8 +74,8 @@ def test_anchors_of_gives_top_labels_with_probabilities(model, encoded):
     assert tops[0][0][1] == pytest.approx(float(full[0].max()))
 
 
-def test_uncertainty_is_the_mean_posterior_sigma_of_each_video(model, encoded):
-    sigma = model.uncertainty(encoded)
+def test_sigma_is_the_mean_posterior_sigma_of_each_video(model, encoded):
+    sigma = model.uncertainty(encoded, signal="sigma")
     assert sigma.shape == (4,)
     # by hand: V_p -> the VAE encoder's output, whose second half is log sigma^2 per latent dim
     vae = model.model.vae
@@ -85,7 +85,30 @@ def test_uncertainty_is_the_mean_posterior_sigma_of_each_video(model, encoded):
     torch.testing.assert_close(sigma, expected, atol=1e-6, rtol=1e-5)
     assert len(set(sigma.tolist())) == 4  # each video its own value, not one for the batch
     # a video's sigma depends on that video alone, whatever else is asked with it
-    torch.testing.assert_close(model.uncertainty(_rows(encoded, [3, 1])), sigma[[3, 1]])
+    torch.testing.assert_close(model.uncertainty(_rows(encoded, [3, 1]), signal="sigma"),
+                               sigma[[3, 1]])
+
+
+def test_uncertainty_is_the_chosen_signal_per_video(model, encoded):
+    value = model.uncertainty(encoded)
+    assert value.shape == (4,) and model.uncertainty_signal == "mutual_info"
+    d = model.model.anchor_distributions(None, encoded.frames, encoded.mask)
+    torch.testing.assert_close(value, d.signals()["mutual_info"])
+    sigma = model.uncertainty(encoded, signal="sigma")
+    torch.testing.assert_close(sigma, d.sigma)
+    assert bool((sigma > 0).all())
+
+
+def test_frame_anchor_probs_say_which_frames_carry_which_anchor(model, encoded):
+    frames = model.frame_anchor_probs(encoded)
+    n, t = encoded.mask.shape
+    assert frames.probs.shape == (n, t, len(model.anchor_labels))
+    assert torch.equal(frames.mask, encoded.mask.bool())
+    torch.testing.assert_close(frames.probs.sum(-1), encoded.mask.float())
+    top = frames.top(0, k=2)
+    assert len(top) == int(encoded.mask[0].sum()) and len(top[0][1]) == 2
+    assert top[0][0] == pytest.approx(float(encoded.times[0, 0]))
+    assert top[0][1][0][1] == pytest.approx(float(frames.probs[0, 0].max()))
 
 
 def test_models_without_anchors_or_vae_say_so(tmp_path, encoded):

@@ -15,6 +15,9 @@ from calm.data.synthetic import generate
 from calm.engine.checkpoint import save_model
 from calm.model.retrieval import CALM
 
+SUMMARY_KEYS = {"bins_r1", "spearman", "ause", "sparsification", "auroc", "aurc", "risk_coverage"}
+SIGNALS = {"sigma", "sigma_active", "log_sigma_sum", "s_hat_entropy", "mutual_info"}
+
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
@@ -61,6 +64,18 @@ def test_eval_uncertainty_reports_sigma_against_the_ranks(tmp_path, synth, capsy
     result = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == result
     unc = result["uncertainty"]
+    assert set(unc["sigma"]) == SUMMARY_KEYS and len(unc["sigma"]["bins_r1"]) == 10
+    assert len(unc["sigma"]["sparsification"]) == 10 == len(unc["fractions"])
+    assert set(unc["baselines"]) == {"vp_entropy", "margin", "top1_prob", "random"}
+    assert set(unc["signals"]) == SIGNALS and all(set(unc[n]) == SUMMARY_KEYS for n in SIGNALS)
+    assert len(unc["sigma"]["risk_coverage"]) == len(unc["coverages"]) == 20
+    # the risk at full coverage is the share of wrong top-1 answers
+    assert unc["sigma"]["risk_coverage"][-1] == pytest.approx(100 - result["v2t"]["R@1"])
+    cal = unc["calibration"]
+    assert cal["accuracy"] == pytest.approx(result["v2t"]["R@1"]) and 0 <= cal["ece"] <= 100
+    assert sum(b["n"] for b in cal["bins"]) == 12
+    for summary in unc["baselines"].values():
+        assert set(summary) >= SUMMARY_KEYS
     assert unc["query"] == "video" and unc["n_queries"] == result["n_videos"] == 12
 
     # the reference: sigma of every clip from the Python API (its own decoding of the files),
@@ -70,7 +85,8 @@ def test_eval_uncertainty_reports_sigma_against_the_ranks(tmp_path, synth, capsy
     t2v = np.array(ids["text_to_video"])
     assert len(np.unique(sim)) == sim.size
     videos = synth / "msrvtt" / "videos"
-    sigma = load(ckpt).uncertainty([videos / f"{v}.mp4" for v in ids["video_ids"]]).double().numpy()
+    sigma = load(ckpt).uncertainty([videos / f"{v}.mp4" for v in ids["video_ids"]],
+                                   signal="sigma").double().numpy()
     true = sim[np.arange(len(t2v)), t2v]
     text_rank = 1 + (sim > true[:, None]).sum(axis=1)
     own_best = np.array([true[t2v == v].max() for v in range(sim.shape[1])])
@@ -87,19 +103,22 @@ def test_eval_uncertainty_reports_sigma_against_the_ranks(tmp_path, synth, capsy
     top2 = -np.sort(-sim, axis=0)[:2]
     margin = unc["baselines"]["margin"]
     assert margin["spearman"] == pytest.approx(_spearman(top2[1] - top2[0], video_rank), abs=1e-6)
-    assert set(unc["baselines"]) == {"vp_entropy", "margin", "random"}
+    assert set(unc["baselines"]) == {"vp_entropy", "margin", "top1_prob", "random"}
     assert unc["baselines"]["random"]["spearman"] == 0.0
 
     text = unc["text_query"]
     assert text["n_queries"] == result["n_texts"] == len(t2v)
     assert text["sigma"]["spearman"] == pytest.approx(_spearman(sigma[t2v], text_rank), abs=1e-6)
+    assert set(text) >= {*SIGNALS, "sp_entropy", "baselines", "oracle", "calibration"}
+    assert text["n_queries"] == result["n_texts"]
     assert text["sigma"]["sparsification"][0] == pytest.approx(result["t2v"]["R@1"])
     assert set(text) >= {"sigma", "sp_entropy", "baselines", "oracle"}
 
     syn = unc["synthetic"]
     assert syn["n_clips"] == 12 and syn["metadata"].endswith("msrvtt/metadata.json")
-    assert set(syn["spearman_sigma"]) == {"captions_fitting", "nameable_facts",
-                                          "own_caption_matches"}
+    assert set(syn["spearman"]) == {*SIGNALS, "vp_entropy"}
+    assert set(syn["spearman"]["mutual_info"]) == {"captions_fitting", "nameable_facts",
+                                                   "own_caption_matches"}
     figure = tmp_path / "run" / "uncertainty.png"
     assert unc["figure"] == str(figure) and figure.stat().st_size > 10_000
 

@@ -349,19 +349,22 @@ def _fake_run(cell: str, seed: int, hits: list[int], anchors: dict | None = None
 
 
 def _fake_uncertainty(sigma: float, vp_entropy: float, margin: float, random: float,
-                      spread: float) -> dict:
+                      spread: float, auroc: float = 0.5) -> dict:
+    """AUSE per score; sigma's AUROC `auroc` against the margin's 0.6."""
     def side(scores):
-        return {"n_queries": 4, "r1": 50.0, **{k: {"ause": a, "spearman": 0.5}
-                                              for k, a in scores.items()},
-                "random": {"ause": random, "spearman": 0.0, "ause_std": spread}}
+        return {"n_queries": 4, "r1": 50.0, "ece": 12.0, "oracle_aurc": 20.0,
+                **{k: {"ause": a, "spearman": 0.5, "auroc": auroc if k == "sigma" else 0.6,
+                       "aurc": 30.0} for k, a in scores.items()},
+                "random": {"ause": random, "spearman": 0.0, "ause_std": spread, "auroc": 0.5,
+                           "aurc": 50.0}}
 
     return {"video_query": side({"sigma": sigma, "vp_entropy": vp_entropy, "margin": margin}),
             "text_query": side({"sigma": sigma, "sp_entropy": 1.0, "vp_entropy": vp_entropy,
                                 "margin": margin}),
             "tie_rule": "strictly-better",
             "synthetic": {"n_clips": 4, "mean": {"captions_fitting": 1.0},
-                          "spearman_sigma": {"captions_fitting": 0.25},
-                          "spearman_vp_entropy": {"captions_fitting": None}}}
+                          "spearman": {"sigma": {"captions_fitting": 0.25},
+                                       "vp_entropy": {"captions_fitting": None}}}}
 
 
 def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path):
@@ -410,8 +413,10 @@ def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
         ("none", 1): _fake_run("none", 1, [0, 1], zero_shot),
         # seed 0: sigma below every baseline, and beyond 2 spreads of random (3 < 10 - 2 * 3);
         # seed 1: above the margin's, within 2 spreads of random (6 > 10 - 2 * 3)
-        ("vae", 0): _fake_run("vae", 0, [1, 1], trained[0], _fake_uncertainty(3, 5, 4, 10, 3)),
-        ("vae", 1): _fake_run("vae", 1, [1, 0], trained[1], _fake_uncertainty(6, 7, 5, 10, 3)),
+        ("vae", 0): _fake_run("vae", 0, [1, 1], trained[0],
+                              _fake_uncertainty(3, 5, 4, 10, 3, auroc=0.7)),
+        ("vae", 1): _fake_run("vae", 1, [1, 0], trained[1],
+                              _fake_uncertainty(6, 7, 5, 10, 3, auroc=0.55)),
     }
     summary = summarize(grid, results)
     none, vae = summary["cells"]["none"], summary["cells"]["vae"]
@@ -426,14 +431,15 @@ def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
     video = vae["uncertainty"]["video_query"]
     assert video["numbers"]["sigma"]["ause"]["values"] == [3, 6]
     assert video["numbers"]["random"]["ause_std"]["mean"] == 3
-    assert video["sigma_below"] == {
-        "vp_entropy": {"seeds": 2, "seeds_below": 2, "every_seed": True},
-        "margin": {"seeds": 2, "seeds_below": 1, "every_seed": False},
-        "random": {"seeds": 2, "seeds_below": 2, "every_seed": True,
-                   "seeds_below_beyond_spread": 1},
-    }
-    assert vae["uncertainty"]["synthetic"]["spearman_sigma"]["captions_fitting"]["mean"] == 0.25
-    assert vae["uncertainty"]["synthetic"]["spearman_vp_entropy"]["captions_fitting"] is None
+    assert video["numbers"]["sigma"]["auroc"]["values"] == [0.7, 0.55]
+    assert video["ece"]["mean"] == 12.0 and video["oracle_aurc"]["mean"] == 20.0
+    # seed 0: AUROC above the margin's 0.6 and AUSE beyond 2 spreads of random (3 < 10 - 2 * 3);
+    # seed 1: neither (0.55 < 0.6; 6 > 10 - 2 * 3)
+    assert video["beats"]["sigma"] == {"seeds": 2, "auroc_above_margin": 1,
+                                       "ause_below_random_beyond_spread": 1}
+    assert "margin" not in video["beats"] and "random" not in video["beats"]
+    assert vae["uncertainty"]["synthetic"]["sigma"]["captions_fitting"]["mean"] == 0.25
+    assert vae["uncertainty"]["synthetic"]["vp_entropy"]["captions_fitting"] is None
 
     md = markdown(summary)
     assert "## Mechanism on `msrvtt` test (in-domain)" in md
@@ -443,12 +449,15 @@ def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
     assert "| anchor_map_video (chance 20.0) | 30.0 ± 0.0 | 30.0 ± 0.0 |" in md
     assert "| anchor_map_generated (chance 10.0) | – | 55.0 ± 7.1 |" in md
     assert "## Uncertainty of `vae`" in md and "## Uncertainty of `none`" not in md
-    assert "| video | sigma | 4.50 ± 2.12 | 0.500 ± 0.000 |" in md
-    assert "| video | random (baseline) | 10.00 ± 0.00 (spread 3.00 ± 0.00) |" in md
-    assert ("- Video queries: sigma's AUSE is below vp_entropy's in 2 of 2 seeds (every seed: "
-            "yes); margin's in 1 of 2 seeds (every seed: no); random's in 2 of 2 seeds (every "
-            "seed: yes), by more than 2 random spreads in 1.") in md
-    assert "captions_fitting 0.250 ± 0.000" in md and "captions_fitting –" in md
+    assert "| score | vae |" in md and "| sigma | 0.625 ± 0.106 |" in md  # the cells' AUROCs
+    assert ("| video | sigma | 0.625 ± 0.106 | 4.50 ± 2.12 | 30.00 ± 0.00 | 0.500 ± 0.000 |"
+            in md)
+    assert "| video | random (baseline) | 0.500 ± 0.000 | 10.00 ± 0.00 (spread 3.00 ± 0.00) |" in md
+    assert ("- Video queries: R@1 50.0 ± 0.0, oracle AURC 20.00 ± 0.00, ECE of the top-1 softmax "
+            "probability 12.00 ± 0.00 %.") in md
+    assert ("Seeds (of 2) where the AUROC beats the margin's: sigma 1, vp_entropy 0; where the "
+            "AUSE is below random's by more than 2 spreads: sigma 1, vp_entropy 0.") in md
+    assert "| sigma | 0.250 ± 0.000 |" in md and "| vp_entropy | – |" in md
 
 
 # ---- the runner on the tiny grid ------------------------------------------------------------------
@@ -543,12 +552,15 @@ def test_each_run_carries_its_in_domain_mechanism_numbers(finished):
         for key in ("anchor_map_video", "anchor_map_text", "anchor_map_generated"):
             assert 0 <= block[key]["mAP"] <= 100 and block[key]["n"] > 0
         u = vae["uncertainty"]
-        assert set(u["video_query"]) == {"n_queries", "r1", "sigma", "vp_entropy", "margin",
+        assert set(u["video_query"]) == {"n_queries", "r1", "ece", "oracle_aurc", "sigma",
+                                         "sigma_active", "log_sigma_sum", "s_hat_entropy",
+                                         "mutual_info", "vp_entropy", "margin", "top1_prob",
                                          "random"}
-        assert {"sigma", "sp_entropy", "random"} <= set(u["text_query"])
+        assert {"mutual_info", "sp_entropy", "random"} <= set(u["text_query"])
+        assert 0 <= u["video_query"]["mutual_info"]["auroc"] <= 1
         assert u["video_query"]["random"]["ause_std"] >= 0
         assert u["text_query"]["n_queries"] == vae["domains"]["msrvtt"]["n_texts"]
-        assert set(u["synthetic"]["spearman_sigma"]) == {
+        assert set(u["synthetic"]["spearman"]["sigma"]) == {
             "captions_fitting", "nameable_facts", "own_caption_matches"}
         full = json.loads((out / "cells" / "vae" / f"seed{seed}" / "uncertainty.json")
                           .read_text())
@@ -566,7 +578,7 @@ def test_each_run_carries_its_in_domain_mechanism_numbers(finished):
     md = (out / "results.md").read_text()
     assert "## Mechanism on `msrvtt` test (in-domain)" in md and "| rec_ce | – |" in md
     assert "## Uncertainty of `vae` on `msrvtt` test (2 seeds)" in md
-    assert "- Video queries: sigma's AUSE is below vp_entropy's in" in md
+    assert "Seeds (of 2) where the AUROC beats the margin's: sigma" in md
 
 
 @pytest.mark.slow

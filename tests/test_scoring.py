@@ -232,7 +232,7 @@ def test_anchor_probability_helpers(calm_vae):
         assert torch.all(p >= 0)
         torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[0]))
     torch.testing.assert_close(calm_vae.generated_anchor_probs(frames, mask, chunk=100), gen)
-    sigma = calm_vae.video_uncertainty(frames, mask, chunk=2)
+    sigma = calm_vae.video_uncertainty(frames, mask, chunk=2, signal="sigma")
     with torch.no_grad():
         anchors = calm_vae.anchor_matrix()
         v = calm_vae.video_anchor_logits(frames, mask, anchors).softmax(-1)

@@ -129,9 +129,12 @@ def test_bad_inputs_are_named(u, r, message):
 
 def test_report_holds_every_score_the_baselines_and_the_oracle():
     rep = uncertainty_report(RANKS, {"sigma": range(10)}, {"margin": [0.0] * 10})
-    assert set(rep) == {"sigma", "baselines", "oracle", "n_queries", "r1"}
+    assert set(rep) == {"sigma", "baselines", "oracle", "n_queries", "r1", "coverages"}
     assert set(rep["baselines"]) == {"margin", "random"}
     assert rep["oracle"]["sparsification"] == pytest.approx(ORACLE)
+    # the oracle answers the five hits first: no risk until half the queries are answered
+    assert rep["oracle"]["risk_coverage"][:10] == [0.0] * 10
+    assert rep["oracle"]["aurc"] == pytest.approx(rep["sigma"]["aurc"])
     assert rep["n_queries"] == 10 and rep["r1"] == 50.0
     json.dumps(rep)
 
@@ -289,3 +292,60 @@ def test_a_collapsed_model_is_at_chance_in_every_bin():
     assert block["r1"] == pytest.approx(100 / n)
     assert block["sigma"]["bins_r1"] == pytest.approx([100 / n] * 4)
     assert block["sigma"]["ause"] == pytest.approx(0.0)
+
+
+# ---- AUROC for wrong top-1 answers, risk-coverage, calibration (issue 19) ------------------------
+
+
+def test_auroc_by_hand_with_ties_counting_half():
+    from calm.metrics.uncertainty import auroc_wrong
+
+    # misses (rank > 1) at scores 3, 1; hits at 0, 1, 2: pairs (miss > hit): 3 > all three,
+    # 1 > 0, 1 = 1 (half), 1 < 2 -> (3 + 1 + 0.5) / 6
+    assert auroc_wrong([0, 1, 2, 3, 1], [1, 1, 1, 2, 5]) == pytest.approx(4.5 / 6)
+    assert auroc_wrong(list(range(10)), RANKS) == pytest.approx(1.0)  # misses the most uncertain
+    assert auroc_wrong(list(range(10))[::-1], RANKS) == pytest.approx(0.0)
+    assert auroc_wrong([0.3] * 10, RANKS) == pytest.approx(0.5)
+    assert auroc_wrong([1, 2], [1, 1]) is None  # no wrong answer to find
+    # expected hits: a query half right counts half on each side
+    assert auroc_wrong([0, 1], [1, 2], hits=[1.0, 0.5]) == pytest.approx(1.0)
+
+
+def test_risk_coverage_and_aurc_by_hand():
+    from calm.metrics.uncertainty import aurc, risk_coverage
+
+    # least uncertain first: hit, miss, hit, miss -> risks 0, 50, 33.3, 50
+    u, r = [0, 1, 2, 3], [1, 2, 1, 3]
+    assert aurc(u, r) == pytest.approx((0 + 50 + 100 / 3 + 50) / 4)
+    assert risk_coverage(u, r, coverages=(0.25, 0.5, 0.6, 1.0)) == pytest.approx(
+        [0.0, 50.0, 100 / 3, 50.0])
+    rnd = random_summary(RANKS, permutations=5)
+    assert rnd["aurc"] == 50.0 and rnd["auroc"] == 0.5
+    # a constant score is the random one
+    assert aurc([0.3] * 10, RANKS) == pytest.approx(rnd["aurc"])
+
+
+def test_calibration_by_hand():
+    from calm.metrics.uncertainty import calibration
+
+    # bins of width 0.5: {0.2, 0.4} with one hit -> |0.3 - 0.5|; {0.9, 0.9} both hits -> 0.1
+    cal = calibration([0.2, 0.4, 0.9, 0.9], [1, 3, 1, 1], n_bins=2)
+    assert cal["ece"] == pytest.approx(100 * (0.5 * 0.2 + 0.5 * 0.1))
+    assert [b["n"] for b in cal["bins"]] == [2, 2] and cal["accuracy"] == 75.0
+    assert calibration([1.0, 0.0], [1, 2])["ece"] == pytest.approx(0.0)  # perfectly calibrated
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        calibration([1.5], [1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(queries)
+def test_the_oracle_has_the_lowest_aurc_and_auroc_lies_in_0_1(q):
+    from calm.metrics.uncertainty import aurc, auroc_wrong
+
+    ranks, u = q
+    hits = (np.asarray(ranks) <= 1).astype(float)
+    assert aurc(-hits, ranks) <= aurc(u, ranks) + 1e-9
+    a = auroc_wrong(u, ranks)
+    assert a is None or 0.0 <= a <= 1.0
+    if a is not None:  # reversing the score mirrors the AUROC
+        assert auroc_wrong([-x for x in u], ranks) == pytest.approx(1.0 - a)

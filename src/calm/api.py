@@ -6,7 +6,8 @@
     scores = model.score(["a dog catches a frisbee"], videos)   # [1, 2] cosine similarities
     model.encode_images(["dog.jpg"])  # [1, D]: an image as a one-frame clip, a query like a text
     model.anchors_of(videos, k=3)   # [[("playing with a dog", 0.41), ...], ...]
-    model.uncertainty(videos)       # VAE sigma per video (CALM checkpoints with a VAE)
+    model.frame_anchor_probs(videos)  # V_p of every sampled frame: which moment carries which anchor
+    model.uncertainty(videos)       # per video, higher = less sure (CALM checkpoints with a VAE)
 
 Videos are encoded once into `EncodedVideos`: per-frame features, the fusion head's text-free
 video state (what scoring a text needs), the frame mean, and the time of every sampled frame.
@@ -29,12 +30,33 @@ from tqdm import tqdm
 from calm.data.files import VideoFiles, collate_files
 from calm.data.video import FrameSpec
 from calm.engine.models import open_model
+from calm.model.anchor_branch import UNCERTAINTY_SIGNAL
 from calm.model.fusion import masked_mean
 from calm.model.scoring import similarity_matrix
 
 
 class CapabilityError(ValueError):
     """The checkpoint lacks the part a call needs (anchors, a VAE, a fusion head)."""
+
+
+@dataclass
+class FrameAnchors:
+    """V_p of every sampled frame of each video (`CalmModel.frame_anchor_probs`)."""
+
+    probs: torch.Tensor  # [N, T, K]; rows of padded frames (mask False) are all zero
+    mask: torch.Tensor  # [N, T] bool, False marks padding of clips shorter than T frames
+    times: torch.Tensor  # [N, T] seconds of each sampled frame (nan for padding)
+    labels: list[str]  # the K anchors
+
+    def top(self, video: int, k: int = 3) -> list[tuple[float, list[tuple[str, float]]]]:
+        """Per real frame of one video: its time and its k most probable anchors."""
+        out = []
+        for t in torch.nonzero(self.mask[video]).flatten().tolist():
+            top = self.probs[video, t].topk(min(k, self.probs.shape[-1]))
+            out.append((float(self.times[video, t]),
+                        [(self.labels[j], float(p)) for p, j in zip(top.values.tolist(),
+                                                                      top.indices.tolist())]))
+        return out
 
 
 @dataclass
@@ -246,18 +268,34 @@ class CalmModel:
                 self.cfg.model.score,
             )
 
-    @torch.no_grad()
-    def anchor_probs(self, videos) -> torch.Tensor:
-        """V_p [N_videos, K]: how each video spreads over the class anchors (frame mean branch)."""
+    def _require_anchors(self) -> None:
         if not self.model.has_anchors:
             raise CapabilityError(
                 f"{self.checkpoint}: this model has no class anchors (alignment "
                 f"'{self.cfg.model.alignment.name}'); anchors need a CALM checkpoint trained "
                 "with an anchor alignment (kl, ce, mse or vae)"
             )
+
+    @torch.no_grad()
+    def anchor_probs(self, videos) -> torch.Tensor:
+        """V_p [N_videos, K]: how each video spreads over the class anchors (as the checkpoint
+        forms it: frame mean, fused video, or the mixture of its frames)."""
+        self._require_anchors()
         enc = self._videos(videos)
         with self.model.evaluation_anchors():
             return self.model.video_anchor_probs(enc.frames, enc.mask, self.device)
+
+    @torch.no_grad()
+    def frame_anchor_probs(self, videos) -> FrameAnchors:
+        """V_p of every sampled frame, [N_videos, T, K], with the frame mask and times: which
+        moments of a video carry which anchor (search can explain a hit with it). Any anchor
+        checkpoint has it; one trained with `model.anchors.video_source: frames` forms its
+        video-level V_p from exactly these."""
+        self._require_anchors()
+        enc = self._videos(videos)
+        with self.model.evaluation_anchors():
+            probs = self.model.frame_anchor_probs(enc.frames, enc.mask, self.device)
+        return FrameAnchors(probs, enc.mask.bool(), enc.times, self.anchor_labels)
 
     def anchors_of(self, videos, k: int = 5) -> list[list[tuple[str, float]]]:
         """The k most probable anchors of each video with their probabilities under V_p."""
@@ -269,9 +307,26 @@ class CalmModel:
             for ps, js in zip(top.values, top.indices)
         ]
 
+    @property
+    def uncertainty_signal(self) -> str:
+        """The name of the signal `uncertainty` returns (`calm.model.anchor_branch.SIGNALS`)."""
+        return UNCERTAINTY_SIGNAL
+
     @torch.no_grad()
-    def uncertainty(self, videos) -> torch.Tensor:
-        """The VAE's mean sigma per video [N]: higher means more different captions could fit."""
+    def uncertainty(self, videos, signal: str | None = None) -> torch.Tensor:
+        """How unsure the model is about each video [N], higher = less sure.
+
+        By default the VAE signal that best told wrong top-1 answers (video as query) from right
+        ones on the demo's CALM checkpoint (`uncertainty_signal`; measured on the synthetic
+        in-domain test split, as there is no separate dev split yet): the mutual information
+        between the VAE's generated anchor distribution S_p-hat and its latent z, in nats. It is
+        high when different draws of z generate different anchor distributions for the video:
+        the VAE holds several readings of it at once. Measured, it tells wrong answers from right
+        ones only weakly (AUROC 0.55, docs/results.md, "Uncertainty"); the similarity margin
+        between a query's two best candidates does better (0.65) and needs no VAE.
+
+        `signal` picks another one by name: `sigma` (the paper's mean posterior sigma),
+        `sigma_active`, `log_sigma_sum`, `s_hat_entropy`, `mutual_info`."""
         if not self.model.has_vae:
             raise CapabilityError(
                 f"{self.checkpoint}: this model has no VAE (alignment "
@@ -280,7 +335,8 @@ class CalmModel:
             )
         enc = self._videos(videos)
         with self.model.evaluation_anchors():
-            return self.model.video_uncertainty(enc.frames, enc.mask, self.device)
+            return self.model.video_uncertainty(enc.frames, enc.mask, self.device,
+                                                signal=signal or UNCERTAINTY_SIGNAL)
 
 
 def load(checkpoint, device: str | torch.device = "cpu", name: str = "ViT-B-32") -> CalmModel:

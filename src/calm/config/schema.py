@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from calm.config.errors import ConfigError
 
+MAX_ANCHOR_SCALE = 100.0  # CLIP's logit-scale ceiling; a learned anchor scale is clamped to it
+
 
 def _choice(key: str, value: object, choices: tuple) -> None:
     if value not in choices:
@@ -84,18 +86,34 @@ class AnchorConfig:
     step_subset: int = 0
     scale: float = 100.0  # s in softmax(s * cos(., P)) for V_p (and S_p unless text_scale is set)
     text_scale: float | None = None  # a separate s for S_p (None: the same as `scale`)
+    # learn the scales (clamped to [1, 100] after each optimizer step, as CLIP's logit scale)
     learn_scale: bool = False
-    # the video feature V_p is computed from: the frame mean (the paper) or the fusion head's
-    # text-free video embedding (then the alignment also trains the fusion head)
-    video_source: str = "frame_mean"  # frame_mean | fused
+    # what V_p is computed from: the frame mean (the paper), the fusion head's text-free video
+    # embedding (then the alignment also trains the fusion head), or each sampled frame (V_p per
+    # frame, T x K; the video's V_p is their mixture, pooled by `frame_pooling`)
+    video_source: str = "frame_mean"  # frame_mean | fused | frames
+    # video_source: frames: the mixture's weights: equal over the clip's frames (mean), or a
+    # learned attention over the frame features (starts equal)
+    frame_pooling: str = "mean"  # mean | attention
 
     def __post_init__(self):
         _choice("refresh", self.refresh, ("step", "epoch"))
-        _choice("video_source", self.video_source, ("frame_mean", "fused"))
+        _choice("video_source", self.video_source, ("frame_mean", "fused", "frames"))
+        _choice("frame_pooling", self.frame_pooling, ("mean", "attention"))
         _positive("step_subset", self.step_subset, allow_zero=True)
         _positive("scale", self.scale)
         if self.text_scale is not None:
             _positive("text_scale", self.text_scale)
+        for key in ("scale", "text_scale"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if value > MAX_ANCHOR_SCALE:  # CLIP's ceiling; the forward pass no longer clamps
+                raise ConfigError(f"{key}: at most {MAX_ANCHOR_SCALE:g} (CLIP's logit-scale "
+                                  f"ceiling), got {value!r}")
+            if self.learn_scale and value < 1.0:
+                raise ConfigError(f"{key}: a learned scale starts within [1, "
+                                  f"{MAX_ANCHOR_SCALE:g}] (its clamp), got {value!r}")
         if "{}" not in self.template:
             raise ConfigError(f"template: {self.template!r} must contain '{{}}' for the label")
 
@@ -108,8 +126,15 @@ class VAEConfig:
     # 384 keeps CALM's extras (VAE + anchor offsets) at ~0.50M for K = 157, D = 512: the paper's +0.5M.
     encoder_hidden: list[int] = field(default_factory=lambda: [384])
     decoder_hidden: list[int] = field(default_factory=lambda: [384])
+    # video: the paper's q(z | V_p), pulled to N(0, I); conditional: a posterior q(z | V_p, S_p)
+    # in training, matched by KL(q || p) to a learned prior p(z | V_p) that generates at test time
+    posterior: str = "video"  # video | conditional
+    # the VAE's input is softmax(logits of V_p / input_temperature): 1 = V_p itself, > 1 softer
+    input_temperature: float = 1.0
 
     def __post_init__(self):
+        _choice("posterior", self.posterior, ("video", "conditional"))
+        _positive("input_temperature", self.input_temperature)
         _positive("latent_dim", self.latent_dim)
         for name in ("encoder_hidden", "decoder_hidden"):
             for width in getattr(self, name):

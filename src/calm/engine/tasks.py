@@ -71,8 +71,10 @@ class Task:
 
     def after_step(self, model: nn.Module) -> None:
         """Called after each completed optimizer step: the alignment objective's schedule
-        (KL warm-up) advances; tasks add their parameter constraints."""
+        (KL warm-up) advances, a learned anchor scale is clamped back within its bound; tasks
+        add their own parameter constraints."""
         model.alignment.step_done()
+        model.after_optimizer_step()
 
 
 @TASKS.register("retrieval")

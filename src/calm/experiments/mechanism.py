@@ -6,10 +6,11 @@ Two blocks go into each run's `result.json`:
   (and VAE), as the test evaluation of an anchor model reports them; a model without anchors (the
   `none` baseline) gets the zero-shot block of `calm.demo.run.mechanism_diagnostics` instead:
   V_p and S_p from the grid's anchor prompts encoded by its own text encoder.
-* `"uncertainty"`: for a model with a VAE, the AUSE and Spearman rho of sigma and of the
-  baselines from `evaluate_checkpoint(..., uncertainty=True)` (video queries, text queries, and
-  the synthetic benchmark's ambiguity correlations); None for a model without a VAE, which has no
-  sigma. The full block with its curves is kept beside it in `uncertainty.json`.
+* `"uncertainty"`: for a model with a VAE, the AUSE, Spearman rho, AUROC (wrong top-1 answers)
+  and AURC of every VAE signal (`calm.model.anchor_branch.SIGNALS`) and of the baselines from
+  `evaluate_checkpoint(..., uncertainty=True)` (video queries, text queries, the top-1
+  confidence's ECE, and the synthetic benchmark's ambiguity correlations); None for a model
+  without a VAE, which has no sigma. The full block with its curves is kept beside it in `uncertainty.json`.
 
 An anchor model's in-domain test evaluation (with `uncertainty=True` where there is a VAE) gives
 both blocks in the same pass as its metrics; a run finished before these blocks existed gets them
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from calm.io import write_json_atomic
+from calm.model.anchor_branch import SIGNALS
 
 DIAGNOSTIC_COLUMNS = ("rec_ce", "rec_ce_mu", "rec_ce_marginal", "rec_ce_split_marginal",
                       "rec_ce_uniform", "kl", "active_dims", "entropy_vp", "entropy_sp",
@@ -58,28 +60,35 @@ def diagnostics_table(diagnostics: dict[str, dict]) -> str:
 
 
 MECHANISM_BLOCKS = ("anchors", "uncertainty")  # a result.json without one is completed
-VIDEO_SCORES = ("sigma",)
-VIDEO_BASELINES = ("vp_entropy", "margin", "random")
-TEXT_SCORES = ("sigma", "sp_entropy")
-TEXT_BASELINES = ("vp_entropy", "margin", "random")
+VIDEO_SCORES = tuple(SIGNALS)  # the VAE's per-video signals
+VIDEO_BASELINES = ("vp_entropy", "margin", "top1_prob", "random")
+TEXT_SCORES = (*SIGNALS, "sp_entropy")
+TEXT_BASELINES = VIDEO_BASELINES
+SUMMARY_NUMBERS = ("ause", "spearman", "auroc", "aurc")
 
 
 def _numbers(summary: dict) -> dict:
-    out = {"ause": summary["ause"], "spearman": summary["spearman"]}
+    out = {m: summary.get(m) for m in SUMMARY_NUMBERS}
     if "ause_std" in summary:
         out["ause_std"] = summary["ause_std"]
     return out
 
 
 def _query_numbers(report: dict, scores: tuple[str, ...], baselines: tuple[str, ...]) -> dict:
-    return {"n_queries": report["n_queries"], "r1": report["r1"],
-            **{name: _numbers(report[name]) for name in scores},
-            **{name: _numbers(report["baselines"][name]) for name in baselines}}
+    out = {"n_queries": report["n_queries"], "r1": report["r1"],
+           **{name: _numbers(report[name]) for name in scores if name in report},
+           **{name: _numbers(report["baselines"][name]) for name in baselines
+              if name in report["baselines"]}}
+    if "calibration" in report:
+        out["ece"] = report["calibration"]["ece"]
+    out["oracle_aurc"] = report["oracle"].get("aurc")
+    return out
 
 
 def uncertainty_numbers(block: dict) -> dict:
-    """AUSE and Spearman of each score and baseline (random with its AUSE spread), by query side,
-    and the synthetic ambiguity correlations when the split has them."""
+    """AUSE, Spearman, AUROC (wrong top-1 answers) and AURC of each signal and baseline (random
+    with its AUSE spread), by query side, the top-1 confidence's ECE, and the synthetic
+    ambiguity correlations when the split has them."""
     out = {"video_query": _query_numbers(block, VIDEO_SCORES, VIDEO_BASELINES),
            "text_query": _query_numbers(block["text_query"], TEXT_SCORES, TEXT_BASELINES),
            "tie_rule": block["tie_rule"]}

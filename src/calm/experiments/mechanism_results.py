@@ -2,8 +2,9 @@
 
 Per cell, over the seeds whose `result.json` carries the block (`calm.experiments.mechanism`):
 the anchor diagnostics as mean ± std (anchor mAP: its `mAP` field, with the chance level beside
-it), and for a cell whose model has a VAE the AUSE and Spearman rho of sigma and of each baseline,
-plus in how many seeds sigma's AUSE lies below each baseline's. A number a cell does not have (the
+it), and for a cell whose model has a VAE the AUROC (wrong top-1 answers), AUSE, AURC and Spearman
+rho of every VAE signal and baseline, the ECE of the top-1 confidence, the signals' correlation
+with the synthetic ambiguity, and in how many seeds each signal beats the margin's AUROC. A number a cell does not have (the
 `none` baseline has no VAE, so no rec_ce or kl) is None in the JSON and "–" in the tables.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from calm.experiments.mechanism import (
     DIAGNOSTIC_COLUMNS,
     DIAGNOSTICS_LEGEND,
+    SUMMARY_NUMBERS,
     TEXT_BASELINES,
     TEXT_SCORES,
     VIDEO_BASELINES,
@@ -55,47 +57,60 @@ def anchors_summary(runs: dict[int, dict]) -> dict | None:
     return out
 
 
-def _below(blocks: dict[int, dict], side: str, baseline: str) -> dict:
-    """In how many seeds sigma's AUSE is below `baseline`'s (random: also by more than
-    SPREADS_BEYOND_RANDOM times the AUSE spread of random orders)."""
+def _ause_beyond_random(side: dict, name: str) -> bool:
+    return side[name]["ause"] < (side["random"]["ause"]
+                                 - SPREADS_BEYOND_RANDOM * side["random"]["ause_std"])
+
+
+def _beats(blocks: dict[int, dict], side: str, name: str) -> dict:
+    """Seed by seed: does the score's AUROC exceed the margin's, and is its AUSE below random's
+    by more than SPREADS_BEYOND_RANDOM spreads of random orders?"""
     seeds = list(blocks)
-    below = [s for s in seeds if blocks[s][side]["sigma"]["ause"]
-             < blocks[s][side][baseline]["ause"]]
-    out = {"seeds": len(seeds), "seeds_below": len(below), "every_seed": len(below) == len(seeds)}
-    if baseline == "random":
-        clear = [s for s in seeds if blocks[s][side]["sigma"]["ause"]
-                 < blocks[s][side]["random"]["ause"]
-                 - SPREADS_BEYOND_RANDOM * blocks[s][side]["random"]["ause_std"]]
-        out["seeds_below_beyond_spread"] = len(clear)
-    return out
+    auroc = [s for s in seeds if (blocks[s][side][name].get("auroc") or 0)
+             > (blocks[s][side]["margin"].get("auroc") or 0)]
+    beyond = [s for s in seeds if _ause_beyond_random(blocks[s][side], name)]
+    return {"seeds": len(seeds), "auroc_above_margin": len(auroc),
+            "ause_below_random_beyond_spread": len(beyond)}
+
+
+def _synthetic(block: dict) -> dict:
+    """The ambiguity correlations by score (result.json files written before every signal was
+    measured name only sigma and the V_p entropy)."""
+    if "spearman" in block:
+        return block["spearman"]
+    return {"sigma": block["spearman_sigma"], "vp_entropy": block["spearman_vp_entropy"]}
 
 
 def uncertainty_summary(runs: dict[int, dict]) -> dict | None:
-    """seed -> result: mean ± std of each AUSE and Spearman rho, and sigma against each
-    baseline seed by seed; None for a cell without a VAE (no run has the block)."""
+    """seed -> result: mean ± std of each score's AUSE, Spearman rho, AUROC and AURC, the top-1
+    confidence's ECE, and each score against the margin and random seed by seed; None for a
+    cell without a VAE (no run has the block)."""
     blocks = {seed: r["uncertainty"] for seed, r in runs.items() if r.get("uncertainty")}
     if not blocks:
         return None
     out: dict[str, Any] = {"seeds": list(blocks)}
     for side, scores, baselines in QUERY_SIDES:
+        present = [b[side] for b in blocks.values()]
+        scores = tuple(n for n in scores if all(n in p for p in present))
+        baselines = tuple(n for n in baselines if all(n in p for p in present))
         numbers = {}
         for name in (*scores, *baselines):
-            numbers[name] = {m: _stats([b[side][name][m] for b in blocks.values()])
-                             for m in ("ause", "spearman")}
-        numbers["random"]["ause_std"] = _stats([b[side]["random"]["ause_std"]
-                                                for b in blocks.values()])
+            numbers[name] = {m: _stats([p[name].get(m) for p in present])
+                             for m in SUMMARY_NUMBERS}
+        numbers["random"]["ause_std"] = _stats([p["random"]["ause_std"] for p in present])
         out[side] = {
             "scores": list(scores), "baselines": list(baselines), "numbers": numbers,
-            "r1": _stats([b[side]["r1"] for b in blocks.values()]),
-            "sigma_below": {name: _below(blocks, side, name) for name in baselines},
+            "r1": _stats([p["r1"] for p in present]),
+            "ece": _stats([p.get("ece") for p in present]),
+            "oracle_aurc": _stats([p.get("oracle_aurc") for p in present]),
+            "beats": {name: _beats(blocks, side, name)
+                      for name in (*scores, *baselines) if name not in ("margin", "random")},
         }
-    synthetic = [b["synthetic"] for b in blocks.values() if b.get("synthetic")]
+    synthetic = [_synthetic(b["synthetic"]) for b in blocks.values() if b.get("synthetic")]
     if synthetic:
-        out["synthetic"] = {
-            key: {measure: _stats([s[key][measure] for s in synthetic])
-                  for measure in synthetic[0][key]}
-            for key in ("spearman_sigma", "spearman_vp_entropy")
-        }
+        names = [n for n in synthetic[0] if all(n in s for s in synthetic)]
+        out["synthetic"] = {name: {measure: _stats([s[name][measure] for s in synthetic])
+                                   for measure in synthetic[0][name]} for name in names}
     return out
 
 
@@ -136,36 +151,42 @@ def anchors_markdown(summary: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _below_line(side: dict, label: str) -> str:
-    parts = []
-    for name in side["baselines"]:
-        b = side["sigma_below"][name]
-        text = (f"{name}'s in {b['seeds_below']} of {b['seeds']} seeds "
-                f"(every seed: {'yes' if b['every_seed'] else 'no'})")
-        if name == "random":
-            text += (f", by more than {SPREADS_BEYOND_RANDOM} random spreads in "
-                     f"{b['seeds_below_beyond_spread']}")
-        parts.append(text)
-    return f"- {label}: sigma's AUSE is below " + "; ".join(parts) + "."
-
-
 def uncertainty_markdown(summary: dict) -> list[str]:
-    """A table per cell with a VAE: AUSE and Spearman(score, rank) of sigma and its baselines."""
-    lines: list[str] = []
-    for name, row in summary["cells"].items():
-        u = row.get("uncertainty")
-        if not u:
-            continue
+    """A comparison of the cells (AUROC of each score for wrong top-1 answers, video queries),
+    then a table per cell with a VAE: AUROC, AUSE, AURC and Spearman(score, rank) of every score
+    and baseline, the top-1 confidence's ECE, and the scores' correlation with the synthetic
+    ambiguity."""
+    cells = {name: row["uncertainty"] for name, row in summary["cells"].items()
+             if row.get("uncertainty")}
+    if not cells:
+        return []
+    lines = [f"## Uncertainty on `{summary['trained_on']}` test: AUROC for wrong top-1 answers "
+             "(video queries), mean ± std over seeds", "",
+             "0.5 = chance; the score flags a wrong top-1 answer when it is high.", ""]
+    names = list(cells)
+    rows = list(dict.fromkeys(n for c in cells.values() for n in
+                              (*c["video_query"]["scores"], *c["video_query"]["baselines"])))
+    rows = [r for r in rows if r != "random"]
+    lines += ["| score | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for score in rows:
+        shown = [_fmt(cells[n]["video_query"]["numbers"].get(score, {}).get("auroc"), 3)
+                 for n in names]
+        lines.append(f"| {score} | " + " | ".join(shown) + " |")
+    lines.append("")
+    for name, u in cells.items():
         lines += [
             f"## Uncertainty of `{name}` on `{summary['trained_on']}` test ({len(u['seeds'])} "
             "seeds)", "",
-            "AUSE: area between a score's sparsification curve (R@1 as the most uncertain "
-            "queries are dropped) and the oracle's; lower is better. Spearman(score, rank of the "
-            "true match): positive when more uncertain queries find their match further down. "
-            "Baselines: "
-            "the entropy of V_p, the negative margin between the two best candidates, and a "
-            "random order (± its AUSE spread over permutations).", "",
-            "| query | score | AUSE | Spearman(score, rank) |", "|---|---|---|---|",
+            "AUROC: how well the score tells wrong top-1 answers from right ones (0.5 = chance). "
+            "AUSE: area between the score's sparsification curve (R@1 as the most uncertain "
+            "queries are dropped) and the oracle's; lower is better. AURC: the top-1 error (%) "
+            "averaged over every coverage when only the least uncertain queries are answered; "
+            "lower is better, random = 100 − R@1. Spearman(score, rank of the true match). "
+            "Baselines: the entropy of V_p, the negative margin between the two best "
+            "candidates, the negative softmax probability of the best one, and a random order "
+            "(± its AUSE spread over permutations).", "",
+            "| query | score | AUROC | AUSE | AURC | Spearman(score, rank) |",
+            "|---|---|---|---|---|---|",
         ]
         for side_key, label in (("video_query", "video"), ("text_query", "text")):
             side = u[side_key]
@@ -175,12 +196,30 @@ def uncertainty_markdown(summary: dict) -> list[str]:
                 if score == "random":
                     ause += f" (spread {_fmt(n['ause_std'], 2)})"
                 kind = " (baseline)" if score in side["baselines"] else ""
-                lines.append(f"| {label} | {score}{kind} | {ause} | {_fmt(n['spearman'], 3)} |")
-        lines += ["", _below_line(u["video_query"], "Video queries"),
-                  _below_line(u["text_query"], "Text queries (sigma of the true video)")]
+                lines.append(f"| {label} | {score}{kind} | {_fmt(n['auroc'], 3)} | {ause} | "
+                             f"{_fmt(n['aurc'], 2)} | {_fmt(n['spearman'], 3)} |")
+        lines.append("")
+        for side_key, label in (("video_query", "Video queries"), ("text_query", "Text queries")):
+            side = u[side_key]
+            lines.append(f"- {label}: R@1 {_fmt(side['r1'], 1)}, oracle AURC "
+                         f"{_fmt(side['oracle_aurc'], 2)}, ECE of the top-1 softmax "
+                         f"probability {_fmt(side['ece'], 2)} %.")
+            beats = side["beats"]
+            if beats:
+                seeds = next(iter(beats.values()))["seeds"]
+                above = ", ".join(f"{k} {v['auroc_above_margin']}" for k, v in beats.items())
+                clear = ", ".join(f"{k} {v['ause_below_random_beyond_spread']}"
+                                  for k, v in beats.items())
+                lines.append(f"  Seeds (of {seeds}) where the AUROC beats the margin's: {above}; "
+                             f"where the AUSE is below random's by more than "
+                             f"{SPREADS_BEYOND_RANDOM} spreads: {clear}.")
         if u.get("synthetic"):
-            for key, what in (("spearman_sigma", "sigma"), ("spearman_vp_entropy", "V_p entropy")):
-                corr = ", ".join(f"{m} {_fmt(s, 3)}" for m, s in u["synthetic"][key].items())
-                lines.append(f"- Spearman({what}, the clip's ambiguity as generated): {corr}.")
+            measures = list(next(iter(u["synthetic"].values())))
+            lines += ["", "Spearman(score, the clip's ambiguity as generated):", "",
+                      "| score | " + " | ".join(measures) + " |",
+                      "|---|" + "---|" * len(measures)]
+            for score, corr in u["synthetic"].items():
+                lines.append(f"| {score} | " + " | ".join(_fmt(corr[m], 3) for m in measures)
+                             + " |")
         lines.append("")
     return lines

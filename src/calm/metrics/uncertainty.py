@@ -12,8 +12,17 @@ rank is <= 1, as in R@1. Nothing here imports from ``calm``.
 * ``ause``: area between the oracle curve and a score's curve (trapezoid rule over the dropped
   fraction, R@1 in percent). Lower is better; 0 means the score orders queries as well as the
   truth does.
+* ``auroc_wrong``: the area under the ROC curve of the score as a detector of wrong top-1 answers
+  (0.5 = no better than chance, 1 = every wrong answer more uncertain than every right one).
+* ``risk_coverage`` / ``aurc``: answer only the least uncertain fraction (the coverage) and count
+  the top-1 errors among those answered (the risk, %); AURC is the risk averaged over every
+  coverage 1/n .. n/n, lower is better (an abstention worth having lowers it below 100 - R@1).
+* ``calibration``: the expected calibration error (ECE) of a top-1 confidence (e.g. the softmax
+  probability of the best candidate): the gap between confidence and accuracy over 15
+  equal-width confidence bins, weighted by their size, with the reliability table.
 * ``random_summary``: what random order gives: its expected curve (flat at the full R@1), expected
-  bins, rho = 0, and the spread of AUSE over fixed-seed permutations, to judge "within noise".
+  bins, rho = 0, AUROC 0.5, AURC 100 - R@1, and the spread of AUSE over fixed-seed permutations,
+  to judge "within noise".
 
 Ties in a score are broken by expectation, not by position: a group of queries with equal scores
 contributes its mean hit rate to every slot it occupies. Results therefore do not depend on the
@@ -27,9 +36,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CALIBRATION_BINS",
+    "COVERAGES",
     "FRACTIONS",
     "N_BINS",
+    "aurc",
+    "auroc_wrong",
     "ause",
+    "calibration",
     "average_ranks",
     "entropy",
     "expected_sorted_hits",
@@ -37,6 +51,7 @@ __all__ = [
     "oracle_curve",
     "random_summary",
     "recall_by_bins",
+    "risk_coverage",
     "sparsification_curve",
     "spearman",
     "top2_margin",
@@ -47,6 +62,9 @@ __all__ = [
 #: Fractions of queries dropped, most uncertain first: 0%, 10%, ..., 90%.
 FRACTIONS: tuple[float, ...] = tuple(k / 10 for k in range(10))
 N_BINS = 10
+#: Coverages at which the risk-coverage curve is reported: 5%, 10%, ..., 100% answered.
+COVERAGES: tuple[float, ...] = tuple(k / 20 for k in range(1, 21))
+CALIBRATION_BINS = 15
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +245,81 @@ def top2_margin(scores: Any, axis: int = -1) -> np.ndarray:
     return top2.take(0, axis=axis) - top2.take(1, axis=axis)
 
 
+def auroc_wrong(uncertainty: Any, ranks: Any, hits: Any = None) -> float | None:
+    """AUROC of the score at telling wrong top-1 answers (positives) from right ones: the
+    probability that a wrong answer is more uncertain than a right one, ties counting half.
+
+    With `hits` in [0, 1] (expected hits under random tie-breaking), a query counts 1 - h as wrong
+    and h as right, and is never paired with itself (its two outcomes never happen together).
+    None when every query is right or every one is wrong.
+    """
+    u, r = _pair(uncertainty, ranks)
+    right = hits_at_1(r, hits)
+    wrong = 1.0 - right
+    self_pairs = (wrong * right).sum()
+    total = wrong.sum() * right.sum() - self_pairs
+    if total <= 1e-12:
+        return None
+    order = np.argsort(u, kind="stable")
+    u, right, wrong = u[order], right[order], wrong[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    group_right = np.add.reduceat(right, starts)
+    group_wrong = np.add.reduceat(wrong, starts)
+    right_below = np.cumsum(group_right) - group_right  # right weight strictly less uncertain
+    pairs = (group_wrong * (right_below + 0.5 * group_right)).sum() - 0.5 * self_pairs
+    return float(pairs / total)
+
+
+def _risks(uncertainty: Any, ranks: Any, hits: Any = None) -> np.ndarray:
+    """Risk (%) after answering the k least uncertain queries, k = 1..n (ties by expectation)."""
+    u, r = _pair(uncertainty, ranks)
+    sorted_hits = expected_sorted_hits(u, hits_at_1(r, hits))
+    return 100.0 * (1.0 - np.cumsum(sorted_hits) / np.arange(1, sorted_hits.size + 1))
+
+
+def risk_coverage(uncertainty: Any, ranks: Any, coverages=COVERAGES,
+                  hits: Any = None) -> list[float]:
+    """Risk (% wrong top-1 answers) among the least uncertain queries at each coverage (at least
+    one query answered)."""
+    risks = _risks(uncertainty, ranks, hits)
+    c = np.asarray(coverages, dtype=np.float64)
+    if c.ndim != 1 or (c <= 0).any() or (c > 1).any():
+        raise ValueError(f"coverages must lie in (0, 1], got {list(coverages)}")
+    kept = np.maximum(np.ceil(c * risks.size - 1e-9).astype(np.int64), 1)
+    return [float(risks[k - 1]) for k in kept]
+
+
+def aurc(uncertainty: Any, ranks: Any, hits: Any = None) -> float:
+    """Area under the risk-coverage curve: the risk (%) averaged over every coverage k/n."""
+    return float(_risks(uncertainty, ranks, hits).mean())
+
+
+def calibration(confidence: Any, ranks: Any, n_bins: int = CALIBRATION_BINS,
+                hits: Any = None) -> dict[str, Any]:
+    """ECE (%) of a top-1 confidence in [0, 1] against the top-1 hits, over `n_bins` equal-width
+    bins, and the reliability table (per non-empty bin: its range, count, mean confidence and
+    accuracy, both in %)."""
+    c = _vector(confidence, "confidence")
+    r = _vector(ranks, "ranks")
+    if c.shape != r.shape:
+        raise ValueError(f"confidence has {c.size} queries but ranks has {r.size}")
+    if (c < 0).any() or (c > 1).any():
+        raise ValueError("confidence must lie in [0, 1]")
+    h = hits_at_1(r, hits)
+    index = np.minimum((c * n_bins).astype(np.int64), n_bins - 1)
+    ece, bins = 0.0, []
+    for b in range(n_bins):
+        inside = index == b
+        if not inside.any():
+            continue
+        conf, acc = float(c[inside].mean()), float(h[inside].mean())
+        ece += inside.mean() * abs(conf - acc)
+        bins.append({"range": [b / n_bins, (b + 1) / n_bins], "n": int(inside.sum()),
+                     "confidence": 100.0 * conf, "accuracy": 100.0 * acc})
+    return {"ece": 100.0 * float(ece), "mean_confidence": 100.0 * float(c.mean()),
+            "accuracy": 100.0 * float(h.mean()), "n_bins": int(n_bins), "bins": bins}
+
+
 # --------------------------------------------------------------------------------------------
 # summaries (the JSON blocks)
 # --------------------------------------------------------------------------------------------
@@ -235,7 +328,8 @@ def top2_margin(scores: Any, axis: int = -1) -> np.ndarray:
 def uncertainty_summary(
     uncertainty: Any, ranks: Any, n_bins: int = N_BINS, fractions=FRACTIONS, hits: Any = None
 ) -> dict[str, Any]:
-    """``{"bins_r1", "spearman", "ause", "sparsification"}`` of one score on one set of queries."""
+    """``{"bins_r1", "spearman", "ause", "sparsification", "auroc", "aurc", "risk_coverage"}``
+    of one score on one set of queries (risk-coverage at `COVERAGES`)."""
     u, r = _pair(uncertainty, ranks)
     curve = sparsification_curve(u, r, fractions, hits)
     return {
@@ -243,6 +337,9 @@ def uncertainty_summary(
         "spearman": spearman(u, r),
         "ause": ause(curve, oracle_curve(r, fractions, hits), fractions),
         "sparsification": curve,
+        "auroc": auroc_wrong(u, r, hits),
+        "aurc": aurc(u, r, hits),
+        "risk_coverage": risk_coverage(u, r, COVERAGES, hits),
     }
 
 
@@ -274,6 +371,9 @@ def random_summary(
         "spearman": 0.0,
         "ause": ause(curve, oracle, f),
         "sparsification": curve,
+        "auroc": 0.5 if 0 < r1 < 100 else None,
+        "aurc": 100.0 - r1,
+        "risk_coverage": [100.0 - r1] * len(COVERAGES),
         "ause_std": float(np.std(aues)),
         "permutations": int(permutations),
         "seed": int(seed),
@@ -291,7 +391,7 @@ def uncertainty_report(
     """Every score and baseline on the same queries, the random baseline and the oracle curve.
 
     ``{name: summary for scores, "baselines": {name: summary, ..., "random": ...},
-    "oracle": {"sparsification"}, "n_queries", "r1"}``.
+    "oracle": {"sparsification", "risk_coverage", "aurc"}, "n_queries", "r1", "coverages"}``.
     """
     r = _vector(ranks, "ranks")
     out: dict[str, Any] = {name: uncertainty_summary(u, r, n_bins, fractions, hits)
@@ -299,7 +399,10 @@ def uncertainty_report(
     out["baselines"] = {name: uncertainty_summary(u, r, n_bins, fractions, hits)
                         for name, u in baselines.items()}
     out["baselines"]["random"] = random_summary(r, n_bins, fractions, hits=hits)
-    out["oracle"] = {"sparsification": oracle_curve(r, fractions, hits)}
+    h = hits_at_1(r, hits)
+    out["oracle"] = {"sparsification": oracle_curve(r, fractions, hits),
+                     "risk_coverage": risk_coverage(-h, r, COVERAGES, h), "aurc": aurc(-h, r, h)}
+    out["coverages"] = list(COVERAGES)
     out["n_queries"] = int(r.size)
     out["r1"] = float(100.0 * hits_at_1(r, hits).mean())
     return out

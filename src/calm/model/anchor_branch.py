@@ -6,14 +6,21 @@ generation S_p-hat and its uncertainty, and the anchor bank's lifecycle.
 features into anchor distributions lives here, so a change to how V_p is formed (the frame
 mean, the fused video, per-frame distributions) is a change to this file:
 
+- V_p from the frame mean (the paper), the fused video (`video_source: fused`, `CALM`), or per
+  frame (`video_source: frames`): V_p of every sampled frame (T x K, `frame_anchor_logits`) and
+  the video's V_p their mixture, with equal weights or a learned attention over the frames
+  (`frame_pooling`); `frame_anchor_probs` tells which frames carry which anchor;
 - training: `anchor_branch(text, frames, mask)` gives the logits of V_p and S_p, the VAE's output
+  (its input V_p at the VAE's own temperature; the conditional VAE's posterior also sees S_p)
   and the alignment objective's loss terms for one batch; `encode_text_and_anchors` encodes the
   batch's captions and, under `refresh: step`, the anchor prompts in one text-encoder call;
 - evaluation and inference: `anchor_distributions` (V_p, S_p, S_p-hat, the posterior) over cached
   features in chunks, with the masks of short clips honoured; `video_anchor_probs`,
-  `text_anchor_probs`, `generated_anchor_probs` and `video_uncertainty` are its parts;
+  `text_anchor_probs`, `generated_anchor_probs` and `video_uncertainty` are its parts, and
+  `AnchorDistributions.signals` every per-video uncertainty signal calm measures;
 - lifecycle hooks the training loop and the evaluators call, so no code outside `calm.model`
-  reaches into the bank: `start_epoch`, `observe_step`, `evaluation_anchors`, `anchor_resume_state`
+  reaches into the bank: `start_epoch`, `observe_step`, `after_optimizer_step` (a learned anchor
+  scale clamped), `evaluation_anchors`, `anchor_resume_state`
   / `restore_anchor_resume_state`, and `zero_shot_anchors` (a model trained without anchors,
   measured with prompts encoded by its own text encoder).
 """
@@ -35,6 +42,21 @@ from calm.model.vae import VAEOutput
 VIDEO_CHUNK = 256  # videos per chunk in evaluation: bounds the VAE's [samples, chunk, K] draws
 TEXT_CHUNK = 4096
 
+# Per-video uncertainty signals (higher = less sure), `AnchorDistributions.signals`:
+SIGNALS = {
+    "sigma": "mean posterior sigma over all latent dimensions (the paper's uncertainty)",
+    "sigma_active": "mean sigma over the latent dimensions active in training",
+    "log_sigma_sum": "sum of log sigma over the latent dimensions (the posterior's log volume)",
+    "s_hat_entropy": "entropy of the generated distribution S_p-hat (nats)",
+    "mutual_info": "mutual information between S_p-hat and z: H(E_z p) - E_z H(p) over the "
+                   "predictive draws (nats)",
+}
+# What `video_uncertainty` and `calm.CalmModel.uncertainty` return: the VAE signal that best told
+# wrong top-1 answers from right ones on the demo's checkpoint (AUROC 0.55, the margin 0.65; the
+# in-domain test split); configs/experiments/uncertainty.yaml re-decides it over 3 seeds
+# (docs/results.md, "Uncertainty")
+UNCERTAINTY_SIGNAL = "mutual_info"
+
 
 @dataclass
 class AnchorOutput:
@@ -55,13 +77,37 @@ class AnchorDistributions:
     sp: torch.Tensor  # [N_t, K]
     s_hat: torch.Tensor | None = None  # [N_v, K] E_z[S_p-hat(z)], what the VAE generates
     s_hat_mu: torch.Tensor | None = None  # [N_v, K] the decoder at z = mu
+    # the distribution over z that generates S_p-hat at test time: the paper's posterior
+    # q(z | V_p), or the conditional VAE's prior p(z | V_p)
     mu: torch.Tensor | None = None  # [N_v, d]
     logvar: torch.Tensor | None = None  # [N_v, d]
+    mutual_info: torch.Tensor | None = None  # [N_v] between S_p-hat and z (`SIGNALS`)
+    active: torch.Tensor | None = None  # [d] bool, the latent dimensions active in training
 
     @property
     def sigma(self) -> torch.Tensor | None:
         """Mean posterior sigma per video over the latent dimensions, [N_v]."""
         return None if self.logvar is None else (0.5 * self.logvar).exp().mean(dim=-1)
+
+    def signals(self) -> dict[str, torch.Tensor]:
+        """Every per-video uncertainty signal of `SIGNALS` ([N_v] each, float32), for a model
+        with a VAE; empty without one."""
+        if self.logvar is None:
+            return {}
+        active = self.active if self.active is not None else torch.ones(
+            self.logvar.shape[1], dtype=torch.bool)
+        return {
+            "sigma": self.sigma,
+            "sigma_active": (0.5 * self.logvar[:, active]).exp().mean(dim=-1),
+            "log_sigma_sum": 0.5 * self.logvar.sum(dim=-1),
+            "s_hat_entropy": entropy(self.s_hat),
+            "mutual_info": self.mutual_info,
+        }
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of each row; 0 log 0 = 0."""
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
 def _rows(x: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
@@ -105,8 +151,34 @@ class AnchorBranch:
         return masked_mean(frames, mask)
 
     def video_anchor_logits(self, frames, mask, anchors=None) -> torch.Tensor:
+        """Logits of the video's V_p [B, K]. Per frame (`video_source: frames`) they are the
+        log of the frames' mixture: log sum_t w_t V_p(frame t), so softmax gives the mixture."""
         anchors = self.anchor_matrix() if anchors is None else anchors
+        if self.anchors.video_source == "frames":
+            # in float32: a weight of 0 (padding) is clamped to 1e-30, which half precision
+            # would round back to 0 and log to -inf (NaN gradients)
+            per_frame = self.frame_anchor_logits(frames, anchors).float().log_softmax(dim=-1)
+            log_weights = self.frame_weights(frames, mask).clamp_min(1e-30).log()
+            return (per_frame + log_weights.unsqueeze(-1)).logsumexp(dim=1)
         return anchor_logits(self.anchor_video_feature(frames, mask), anchors, self.anchors.scale)
+
+    def frame_anchor_logits(self, frames, anchors=None) -> torch.Tensor:
+        """s * cos(h_t, P) for every sampled frame, [B, T, K]: V_p per frame."""
+        anchors = self.anchor_matrix() if anchors is None else anchors
+        return anchor_logits(frames, anchors, self.anchors.scale)
+
+    def frame_weights(self, frames, mask) -> torch.Tensor:
+        """The weight of each frame in the video's V_p [B, T], summing to 1 over the clip's real
+        frames (padding gets 0): equal (`frame_pooling: mean`), or softmax over the frames of a
+        learned query against their normalised features (`attention`; zero query = equal)."""
+        real = (torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+                if mask is None else mask.bool())
+        query = self.anchors.frame_query
+        if query is None:
+            scores = torch.zeros(frames.shape[:2], device=frames.device)
+        else:
+            scores = torch.nn.functional.normalize(frames.float(), dim=-1) @ query.float()
+        return scores.masked_fill(~real, float("-inf")).softmax(dim=1).nan_to_num(0.0)
 
     def text_anchor_logits(self, text, anchors=None) -> torch.Tensor:
         anchors = self.anchor_matrix() if anchors is None else anchors
@@ -134,7 +206,11 @@ class AnchorBranch:
         anchors = self.anchor_matrix() if anchors is None else anchors
         video_logits = self.video_anchor_logits(frames, mask, anchors)
         text_logits = self.text_anchor_logits(text, anchors)
-        vae_out = self.vae(video_logits.softmax(dim=-1)) if self.vae is not None else None
+        vae_out = None
+        if self.vae is not None:
+            # the conditional VAE's posterior sees S_p as an input, never as a path for gradient
+            text_probs = text_logits.detach().softmax(dim=-1) if self.vae.conditional else None
+            vae_out = self.vae(self.vae.input_probs(video_logits), text_probs)
         terms = self.alignment(video_logits, text_logits, vae_out)
         return AnchorOutput(video_logits, text_logits, vae_out, terms)
 
@@ -151,6 +227,14 @@ class AnchorBranch:
         anchors = getattr(out, "anchors", None)
         if self.anchors is not None and anchors is not None:
             self.anchors.observe_text(gather(anchors.text_logits.float().softmax(dim=-1)))
+            if self.vae is not None and anchors.vae is not None:
+                self.vae.observe(anchors.vae)
+
+    def after_optimizer_step(self) -> None:
+        """After each optimizer step (the task's `after_step`): a learned anchor scale back
+        within its clamp, as CLIP's logit scale is."""
+        if self.anchors is not None:
+            self.anchors.clamp_scales_()
 
     @contextmanager
     def evaluation_anchors(self):
@@ -203,15 +287,17 @@ class AnchorBranch:
         device = device or frames.device
         anchors = self.anchor_matrix()
         with_vae = generated and self.vae is not None
-        vp, s_hat, s_hat_mu, mu, logvar = [], [], [], [], []
+        vp, s_hat, s_hat_mu, mu, logvar, mutual_info = [], [], [], [], [], []
         for i in range(0, frames.shape[0], video_chunk):
             logits = self.video_anchor_logits(frames[i : i + video_chunk].to(device),
                                               _to(_rows(mask, i, video_chunk), device), anchors)
-            probs = logits.float().softmax(-1)
-            vp.append(probs.cpu())
+            vp.append(logits.float().softmax(-1).cpu())
             if with_vae:
-                post_mu, post_logvar = self.vae.encode(probs)
-                s_hat.append(self.vae.predictive_from(post_mu, post_logvar).float().cpu())
+                post_mu, post_logvar = self.vae.encode(self.vae.input_probs(logits.float()))
+                draws = self.vae.predictive_draws(post_mu, post_logvar).float()
+                predictive = draws.mean(dim=0)
+                s_hat.append(predictive.cpu())
+                mutual_info.append((entropy(predictive) - entropy(draws).mean(dim=0)).cpu())
                 s_hat_mu.append(self.vae.decoder(post_mu).float().softmax(-1).cpu())
                 mu.append(post_mu.float().cpu())
                 logvar.append(post_logvar.float().cpu())
@@ -226,7 +312,25 @@ class AnchorBranch:
         if with_vae:
             out.s_hat, out.s_hat_mu = torch.cat(s_hat), torch.cat(s_hat_mu)
             out.mu, out.logvar = torch.cat(mu), torch.cat(logvar)
+            out.mutual_info = torch.cat(mutual_info)
+            out.active = self.vae.active_dimensions().cpu()
         return out
+
+    @torch.no_grad()
+    def frame_anchor_probs(self, frames, mask, device=None, chunk: int = VIDEO_CHUNK):
+        """V_p of every sampled frame [N_v, T, K] (float32, CPU); padded frames of short clips
+        are all zero, so a row sums to 1 exactly where `mask` is True."""
+        device = device or frames.device
+        anchors = self.anchor_matrix()
+        out = []
+        for i in range(0, frames.shape[0], chunk):
+            probs = self.frame_anchor_logits(frames[i : i + chunk].to(device), anchors)
+            probs = probs.float().softmax(-1).cpu()
+            if mask is not None:
+                probs = probs * mask[i : i + chunk].bool().cpu().unsqueeze(-1)
+            out.append(probs)
+        k = self.num_anchors
+        return torch.cat(out) if out else torch.empty(0, frames.shape[1], k)
 
     def video_anchor_probs(self, frames, mask, device=None, chunk: int = VIDEO_CHUNK):
         """V_p [N_v, K]."""
@@ -245,10 +349,15 @@ class AnchorBranch:
         self._require_vae("the generated anchor distribution")
         return self.anchor_distributions(None, frames, mask, device, video_chunk=chunk).s_hat
 
-    def video_uncertainty(self, frames, mask, device=None, chunk: int = VIDEO_CHUNK):
-        """Mean VAE sigma per video [N_v]: how widely the posterior over z spreads."""
+    def video_uncertainty(self, frames, mask, device=None, chunk: int = VIDEO_CHUNK,
+                          signal: str = UNCERTAINTY_SIGNAL):
+        """One uncertainty signal per video [N_v] (`SIGNALS`; default `UNCERTAINTY_SIGNAL`, the
+        best measured); higher = less sure. Each video's value depends on that video alone."""
         self._require_vae("uncertainty")
-        return self.anchor_distributions(None, frames, mask, device, video_chunk=chunk).sigma
+        if signal not in SIGNALS:
+            raise ValueError(f"uncertainty signal {signal!r} is not one of {list(SIGNALS)}")
+        d = self.anchor_distributions(None, frames, mask, device, video_chunk=chunk)
+        return d.signals()[signal]
 
     def _require_vae(self, what: str) -> None:
         if self.vae is None:

@@ -8,6 +8,7 @@ encoder runs on the prompts: every step (gradient reaches the text encoder) or o
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from calm.config.schema import AnchorConfig
+from calm.config.schema import MAX_ANCHOR_SCALE, AnchorConfig
 from calm.registry import Registry
 
 LABEL_SETS: Registry[list[str]] = Registry("anchor label set")
@@ -125,6 +126,11 @@ class AnchorBank(nn.Module):
             self.log_text_scale = nn.Parameter(
                 torch.tensor(float(cfg.text_scale)).log(), requires_grad=cfg.learn_scale
             )
+        # video_source: frames, frame_pooling: attention: the query that weighs each frame's V_p
+        # in the video's mixture (zero: equal weights, the mean, at the start)
+        self.frame_query = None
+        if cfg.video_source == "frames" and cfg.frame_pooling == "attention":
+            self.frame_query = nn.Parameter(torch.zeros(dim))
         # where the rotating `step_subset` window starts next; saved, so a resumed run continues it
         self.register_buffer("cursor", torch.zeros((), dtype=torch.long))
         # sum and count of S_p over the training pairs of the current epoch and of the last
@@ -144,19 +150,30 @@ class AnchorBank(nn.Module):
     def no_weight_decay(self) -> tuple[str, ...]:
         """e_k is an additive offset on the prompt encodings, not a weight matrix; the scales
         are scalars."""
-        return ("offset",)
+        return ("offset", "frame_query")
 
     @property
     def scale(self) -> torch.Tensor:
-        """Softmax scale s of V_p, clamped at CLIP's 100 so a learned scale cannot run away."""
-        return self.log_scale.exp().clamp(max=100.0)
+        """Softmax scale s of V_p. Not clamped here: a clamp in the forward pass has zero
+        gradient at its bound, and the paper's s = 100 sits exactly there, so a learned scale
+        could never move (issue 19). `clamp_scales_` keeps a learned one within [1, 100] after
+        each optimizer step instead, as CLIP does with its logit scale."""
+        return self.log_scale.exp()
 
     @property
     def text_scale(self) -> torch.Tensor:
         """Softmax scale of S_p: its own when configured, else the same s as V_p."""
         if self.log_text_scale is None:
             return self.scale
-        return self.log_text_scale.exp().clamp(max=100.0)
+        return self.log_text_scale.exp()
+
+    @torch.no_grad()
+    def clamp_scales_(self) -> None:
+        """After an optimizer step: a learned scale back within [1, MAX_ANCHOR_SCALE] (a fixed
+        one is left as configured)."""
+        for log_scale in (self.log_scale, self.log_text_scale):
+            if log_scale is not None and log_scale.requires_grad:
+                log_scale.clamp_(0.0, math.log(MAX_ANCHOR_SCALE))
 
     # ---- the cache -------------------------------------------------------------------------------
     def invalidate(self) -> None:

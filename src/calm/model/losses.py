@@ -5,7 +5,8 @@
   token cross-entropy for captioning.
 - Alignment objectives compare the video's and the text's anchor distributions. `none` is the
   baseline; `kl`, `ce` and `mse` align V_p and S_p directly; `vae` is CALM: the VAE generates
-  S_p-hat from V_p, trained with L_rec + alpha * KL(q(z | V_p) || N(0, I)). Chosen by name so the
+  S_p-hat from V_p, trained with L_rec + alpha * KL(q(z | V_p) || N(0, I)) (the conditional VAE:
+  KL(q(z | V_p, S_p) || p(z | V_p)), `calm.model.vae`). Chosen by name so the
   paper's ablation table reruns from configs alone.
 - `CALMLoss` is L = L_task + L_align for either task, from the model's output alone.
 """
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calm.config.schema import AlignmentConfig
-from calm.model.vae import VAEOutput, kl_per_dimension
+from calm.model.vae import VAEOutput
 from calm.registry import Registry, check_options
 
 MAX_LOGIT_SCALE = 100.0
@@ -179,7 +180,9 @@ class MSEAlignment(AlignmentObjective):
 
 @ALIGNMENTS.register("vae")
 class VAEAlignment(AlignmentObjective):
-    """CALM: L_rec = -sum_k S_p(k) log S_p-hat(k), plus alpha * KL(q(z | V_p) || N(0, I))."""
+    """CALM: L_rec = -sum_k S_p(k) log S_p-hat(k), plus alpha * KL(q(z | V_p) || N(0, I)); with
+    `model.vae.posterior: conditional`, alpha * KL(q(z | V_p, S_p) || p(z | V_p)), the learned
+    prior's closed form (`VAEOutput.kl_per_dimension`). `kl_prior` is that KL either way."""
 
     uses_vae = True
     options = ("weight", "detach_target", "alpha", "kl_warmup_steps", "free_bits")
@@ -203,7 +206,7 @@ class VAEAlignment(AlignmentObjective):
         if vae_out is None:
             raise ValueError("the 'vae' objective needs the VAE output")
         rec = _cross_entropy(self.target(text_logits), vae_out.logits.log_softmax(dim=-1))
-        kl_per_dim = kl_per_dimension(vae_out.mu, vae_out.logvar).mean(dim=0)  # [d], batch mean
+        kl_per_dim = vae_out.kl_per_dimension().mean(dim=0)  # [d], batch mean
         kl_prior = kl_per_dim.sum()
         # free bits: dimensions below the floor cost the floor, so the encoder gains nothing by
         # collapsing them onto the prior (0 = the paper's plain KL)

@@ -1,4 +1,5 @@
-"""The uncertainty figure: R@1 per uncertainty bin and the sparsification curves, per query side."""
+"""The uncertainty figure, per query side: R@1 per uncertainty bin, the sparsification curves, and
+the risk-coverage curves (with each score's AURC, and the top-1 confidence's ECE)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,29 @@ def _sparsification_panel(ax, block: dict, fractions: list[float], title: str) -
     ax.legend(fontsize=7)
 
 
+def _risk_coverage_panel(ax, block: dict, title: str) -> None:
+    pct = 100 * np.asarray(block["coverages"])
+    oracle = block["oracle"]
+    ax.plot(pct, oracle["risk_coverage"], "k--", label=f"oracle (AURC {oracle['aurc']:.1f})")
+    for name, s in _scores(block).items():
+        style = "--" if name == "random" else "o-"
+        ax.plot(pct, s["risk_coverage"], style, ms=3, label=f"{name} (AURC {s['aurc']:.1f})")
+    ax.set_xlabel("queries answered, least uncertain first (coverage, %)")
+    ax.set_ylabel("wrong top-1 answers among them (risk, %)")
+    if "calibration" in block:
+        title += f"; ECE of top-1 prob {block['calibration']['ece']:.1f} %"
+    ax.set_title(title)
+    ax.legend(fontsize=6)
+
+
 def uncertainty_figure(result: dict, path: Path) -> Path:
-    """Two rows (video as query, text as query) of two panels (bins, sparsification)."""
+    """Two rows (video as query, text as query) of three panels (bins, sparsification,
+    risk-coverage)."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(17, 7.5))
     sides = [(result, "video query (v2t)"), (result["text_query"], "text query (t2v)")]
     for row, (block, side) in zip(axes, sides):
         _bins_panel(row[0], block, f"{side}: R@1 per bin, n={block['n_queries']}")
         _sparsification_panel(row[1], block, result["fractions"], f"{side}: sparsification")
+        _risk_coverage_panel(row[2], block, f"{side}: risk-coverage")
     return save(fig, path)

@@ -14,8 +14,9 @@ All numbers come from the split's cached embeddings and the anchor branch's dist
   `rec_ce_split_marginal`: always predicting this split's own mean S_p, the best any constant
   can score here (a bar no decoder that ignores z can pass). A VAE that learns from V_p goes
   below all three.
-- `kl`: mean KL(q(z | V_p) || N(0, I)); `active_dims`: latent dimensions whose posterior mean
-  varies across the split's videos (variance > 0.01), the usual posterior-collapse count.
+- `kl`: mean KL(q(z | V_p) || N(0, I)) of the distribution that generates at test time (the
+  conditional VAE's: its prior p(z | V_p)); `active_dims`: latent dimensions whose mean varies
+  across the split's videos (variance > 0.01), the usual posterior-collapse count.
 - `entropy_vp`, `entropy_sp` (nats), `top1_agreement`: argmax V_p = argmax S_p on true pairs (%).
 - `anchor_map_video` / `anchor_map_text` (a split with ground truth: the synthetic benchmark):
   mean average precision (%) with which V_p ranks the anchors true of the clip and S_p the
@@ -36,9 +37,7 @@ from calm.engine.evaluation.retrieval import SplitEmbeddings
 from calm.metrics.ranking import mean_average_precision
 from calm.metrics.uncertainty import entropy
 from calm.model.anchor_branch import AnchorDistributions
-from calm.model.vae import kl_to_standard_normal
-
-ACTIVE_VARIANCE = 0.01
+from calm.model.vae import ACTIVE_VARIANCE, kl_to_standard_normal
 
 
 def _cross_entropy(target: torch.Tensor, pred: torch.Tensor) -> float:
