@@ -153,7 +153,8 @@ def load_pair_metadata(root: str | Path) -> list[dict]:
 
 def cache_key(root: str | Path, cfg: PretrainConfig) -> str:
     """Stream: the settings and the generator's version (not the folder: the stream is its own).
-    Split: the split's files and the settings."""
+    Split: the split's files and the settings. Both: the training's version and the device type,
+    not the worker count (it does not change the weights)."""
     digest = hashlib.sha256()
     if cfg.source == "stream":
         digest.update(f"stream:{FORMAT_VERSION}:{STREAM_VERSION}".encode())
@@ -165,6 +166,7 @@ def cache_key(root: str | Path, cfg: PretrainConfig) -> str:
             digest.update(f"{name}:{stat.st_size}".encode())
             with open(path, "rb") as f:
                 digest.update(f.read(1 << 20))
+    digest.update(f"training:{STREAM_VERSION}".encode())  # the split trains the same way
     settings = {k: v for k, v in asdict(cfg).items() if k not in MACHINE_FIELDS}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(pick_device(cfg.device).type.encode())  # CUDA's floats are not the CPU's
