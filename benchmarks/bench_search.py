@@ -341,7 +341,9 @@ def bench_synthetic(args) -> None:
     folder = Path(tempfile.mkdtemp(prefix="calm-bench-synth-", dir=args.tmp))
     try:
         model = load(args.checkpoint)
-        source = source_for(model)
+        # the checkpoint's own validation split, read from this benchmark folder
+        source = source_for(model, annotations=str(root / "msrvtt" / "annotations"),
+                            videos=str(root / "msrvtt" / "videos"))
         report = build_index(model, root, folder / "index", workers=args.workers,
                              calibration=source)
         cal = report["calibration"]

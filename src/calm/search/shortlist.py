@@ -24,7 +24,7 @@ import torch
 
 BACKENDS = ("torch", "numpy", "faiss", "faiss-ivf")
 IVF_ABOVE = 200_000  # videos: from here on `calm index` builds an IVF shortlist
-IVF_NPROBE = 24  # clusters scanned per query (recall@10 against exhaustive: bench_search.py)
+IVF_NPROBE = 32  # clusters scanned per query (recall@10 against exhaustive: bench_search.py)
 TRAIN_PER_CLUSTER = 40  # k-means sample: faiss wants >= 39 points a cluster
 ADD_CHUNK = 65536
 
