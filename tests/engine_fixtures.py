@@ -40,3 +40,15 @@ def tiny_config(ann: Path, vid: Path, **train) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def three_clip_batch(model):
+    """frames [3, 4, 3, 32, 32] (two clips shorter than 4 frames), their mask and three captions:
+    the smallest batch that exercises padding, for model-level tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randn(3, 4, 3, 32, 32, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    tokens = model.backbone.tokenize(["a man cooks", "a dog runs on grass", "people dance"])
+    return frames, mask, tokens

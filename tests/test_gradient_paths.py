@@ -16,6 +16,7 @@ import torch
 from calm.config import ModelConfig, from_dict
 from calm.model.losses import CALMLoss
 from calm.model.retrieval import CALM
+from tests.engine_fixtures import three_clip_batch
 
 
 def _model(refresh: str, detach: bool, source: str, step_subset: int = 0) -> CALM:
@@ -29,14 +30,6 @@ def _model(refresh: str, detach: bool, source: str, step_subset: int = 0) -> CAL
         "vae": {"latent_dim": 8, "encoder_hidden": [16], "decoder_hidden": [16]},
     })
     return CALM.from_config(cfg).train()
-
-
-def _batch(model):
-    g = torch.Generator().manual_seed(1)
-    frames = torch.randn(3, 4, 3, 32, 32, generator=g)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
-    tokens = model.backbone.tokenize(["a man cooks", "a dog runs on grass", "people dance"])
-    return frames, mask, tokens
 
 
 def _groups(model: CALM) -> dict[str, list[torch.nn.Parameter]]:
@@ -58,7 +51,7 @@ def _groups(model: CALM) -> dict[str, list[torch.nn.Parameter]]:
 
 
 def _reached(model: CALM) -> set[str]:
-    align = CALMLoss()(model(*_batch(model)))["align"]
+    align = CALMLoss()(model(*three_clip_batch(model)))["align"]
     groups = _groups(model)
     params = [p for ps in groups.values() for p in ps]
     grads = torch.autograd.grad(align, params, allow_unused=True)

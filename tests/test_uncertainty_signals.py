@@ -17,6 +17,7 @@ from calm.model.anchor_branch import SIGNALS, UNCERTAINTY_SIGNAL, entropy
 from calm.model.losses import CALMLoss
 from calm.model.retrieval import CALM
 from calm.model.vae import ACTIVE_VARIANCE, kl_per_dimension
+from tests.engine_fixtures import three_clip_batch
 
 N_V, T, D = 6, 4, 64
 
@@ -45,14 +46,6 @@ def _features(seed: int = 0):
     return torch.randn(5, D, generator=g), frames, mask
 
 
-def _batch(model):
-    g = torch.Generator().manual_seed(1)
-    frames = torch.randn(3, 4, 3, 32, 32, generator=g)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
-    tokens = model.backbone.tokenize(["a man cooks", "a dog runs on grass", "people dance"])
-    return frames, mask, tokens
-
-
 # ---- the conditional VAE ---------------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(0, 10_000))
@@ -70,7 +63,7 @@ def test_the_kl_to_a_learned_prior_is_torch_distributions_closed_form(n, d, seed
 
 def test_the_conditional_objective_penalises_kl_to_its_prior():
     model = _model({"posterior": "conditional"}).train()
-    out = model(*_batch(model))
+    out = model(*three_clip_batch(model))
     vae = out.anchors.vae
     assert vae.prior_mu is not None  # the posterior saw S_p; the prior sat beside it
     expected = kl_divergence(Normal(vae.mu, (0.5 * vae.logvar).exp()),
@@ -110,7 +103,7 @@ def test_the_prior_generates_at_test_time_and_the_posterior_never_does():
 def test_the_paper_vae_has_no_prior_network_and_no_prior_in_its_output():
     model = _model().train()
     assert model.vae.posterior is None
-    assert model(*_batch(model)).anchors.vae.prior_mu is None
+    assert model(*three_clip_batch(model)).anchors.vae.prior_mu is None
 
 
 # ---- the signals ------------------------------------------------------------------------------
@@ -156,7 +149,7 @@ def test_a_signal_depends_on_its_own_video_alone():
 def test_activity_counts_the_dimensions_whose_generating_mean_varies_in_training():
     model = _model({"posterior": "conditional"}).train()
     assert bool(model.vae.active_dimensions().all())  # before any statistics: every dimension
-    out = model(*_batch(model))
+    out = model(*three_clip_batch(model))
     model.observe_step(out, lambda x: x)
     prior_var = out.anchors.vae.prior_mu.detach().var(0)  # the prior generates at test time
     torch.testing.assert_close(model.vae.latent_activity, prior_var)
@@ -233,14 +226,14 @@ def test_the_frame_attention_query_trains_and_only_exists_when_asked_for():
     assert _model().anchors.frame_query is None
     assert _model(anchors={"video_source": "frames"}).anchors.frame_query is None
     model = _model(anchors={"video_source": "frames", "frame_pooling": "attention"}).train()
-    CALMLoss()(model(*_batch(model)))["align"].backward()
+    CALMLoss()(model(*three_clip_batch(model)))["align"].backward()
     assert model.anchors.frame_query.grad.abs().sum() > 0
 
 
 # ---- the learned anchor scale --------------------------------------------------------------------
 def test_a_learned_scale_at_the_clamp_still_gets_gradient():
     model = _model(anchors={"learn_scale": True}).train()  # s = 100, the paper's, at the clamp
-    CALMLoss()(model(*_batch(model)))["loss"].backward()
+    CALMLoss()(model(*three_clip_batch(model)))["loss"].backward()
     assert model.anchors.log_scale.grad is not None and model.anchors.log_scale.grad.abs() > 0
 
 
@@ -251,7 +244,7 @@ def test_the_learned_scale_moves_in_training_and_is_clamped_after_each_step():
     task = RetrievalTask()
     for _ in range(3):
         optimizer.zero_grad()
-        CALMLoss()(model(*_batch(model)))["loss"].backward()
+        CALMLoss()(model(*three_clip_batch(model)))["loss"].backward()
         optimizer.step()
         task.after_step(model)
     assert abs(float(model.anchors.log_scale) - start) > 1e-3

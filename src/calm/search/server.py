@@ -84,6 +84,23 @@ def create_app(searcher: Searcher) -> Starlette:
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
+    def _k_and_filters(request: Request):
+        """(k, filters) of a request, or the 400 response saying which parameter is wrong."""
+        k, filters = _k(request), _filters(request)
+        for bad in (k, filters):
+            if isinstance(bad, Response):
+                return bad
+        return k, filters
+
+    def _answered(request: Request, run) -> Response:
+        """Parses k and the filters, runs `run(k, filters)` under the lock and answers with
+        its result (or the 400 response of a bad parameter)."""
+        parsed = _k_and_filters(request)
+        if isinstance(parsed, Response):
+            return parsed
+        with lock:
+            return _answer(run(*parsed))
+
     def _answer(result) -> JSONResponse:
         body = result.to_json()
         keep = ("path", "score", "start", "end", "resolution", "anchors", "duplicates")
@@ -98,31 +115,19 @@ def create_app(searcher: Searcher) -> Starlette:
             return JSONResponse(
                 {"error": f"the query is longer than {MAX_QUERY_CHARS} characters"}, status_code=400
             )
-        k, filters = _k(request), _filters(request)
-        for bad in (k, filters):
-            if isinstance(bad, Response):
-                return bad
-        with lock:
-            result = searcher.search(query, k, filters=filters)
-        return _answer(result)
+        return _answered(request, lambda k, filters: searcher.search(query, k, filters=filters))
 
     def similar(request: Request) -> Response:
         rel = request.query_params.get("path", "")
         if rel not in searcher.index.row_of:
             return JSONResponse({"error": "path is not an indexed video"}, status_code=400)
-        k, filters = _k(request), _filters(request)
-        for bad in (k, filters):
-            if isinstance(bad, Response):
-                return bad
-        with lock:
-            result = searcher.search_like(rel, k, filters=filters)
-        return _answer(result)
+        return _answered(request, lambda k, filters: searcher.search_like(rel, k, filters=filters))
 
     async def image(request: Request) -> Response:
-        k, filters = _k(request), _filters(request)
-        for bad in (k, filters):
-            if isinstance(bad, Response):
-                return bad
+        parsed = _k_and_filters(request)
+        if isinstance(parsed, Response):
+            return parsed
+        k, filters = parsed
         data = await request.body()
         if not data:
             return JSONResponse({"error": "send the image file as the request body"}, status_code=400)
