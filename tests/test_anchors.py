@@ -81,6 +81,18 @@ def test_coco_set():
     assert load_labels("coco") == labels
 
 
+def test_the_vocabulary_ablation_sets():
+    """Issue 20's anchor vocabularies: COCO 2017's 80 annotated categories and ImageNet-1k's
+    1,000 class names, each label its own."""
+    coco80 = load_labels("coco80")
+    assert len(coco80) == len(set(coco80)) == 80
+    assert "street sign" not in coco80 and "toothbrush" in coco80 and "person" in coco80
+    imagenet = load_labels("imagenet1k")
+    assert len(imagenet) == len(set(imagenet)) == 1000
+    assert imagenet[0] == "tench" and imagenet[-1] == "toilet paper"
+    assert sum("(class " in label for label in imagenet) == 2  # the two repeated names
+
+
 def test_label_file_path(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("# my classes\ncooking\n\n  dancing  \nplaying guitar\n")

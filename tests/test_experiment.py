@@ -243,6 +243,25 @@ def test_variants_are_named_cells_set_on_top_of_set(tmp_path):
     assert parse_grid(named.to_dict()).reference_name == "live"
 
 
+def test_a_tuning_block_says_where_the_recipe_was_chosen(tmp_path):
+    from calm.experiments.results import markdown, summarize
+
+    dev = _variants(tmp_path, seeds=[0], base={"scale": "tiny", "data_seed": 1},
+                    tuning={"split": "dev", "benchmark_seed": 1}, variants={"a": {}, "b": {}})
+    test = _variants(tmp_path, seeds=[0], base={"scale": "tiny", "data_seed": 0},
+                     tuning={"split": "dev", "benchmark_seed": 1,
+                             "results": "docs/experiments/tuning.json"},
+                     variants={"a": {}, "b": {}})
+    results = {(c, 0): _fake_run(c, 0, [1, 0]) for c in ("a", "b")}
+    for grid, split, phrase in ((dev, "dev", "**A tuning grid:**"),
+                                (test, "test", "this grid reads its test split once")):
+        summary = summarize(grid, results)
+        assert summary["split"] == split and summary["tuning"]["benchmark_seed"] == 1
+        assert phrase in markdown(summary)
+    with pytest.raises(ConfigError, match="tuning.split: 'test'"):
+        _variants(tmp_path, seeds=[0], tuning={"split": "test"}, variants={"a": {}})
+
+
 def test_a_reference_in_a_grid_file_replaces_the_none_of_the_same_row(tmp_path):
     grid = _grid(tmp_path, grid={"model.alignment.name": ["none", "kl", "vae"],
                                  "model.anchors.refresh": ["epoch", "step"]},
@@ -385,9 +404,20 @@ def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path
             a["domains"]["msrvtt"]["high"]) == (75.0, 25.0, 100.0)
     assert (c["domains"]["msrvtt"]["diff"], c["domains"]["msrvtt"]["low"],
             c["domains"]["msrvtt"]["high"]) == (0.0, 0.0, 0.0)
+    # one seed, one query per video: the hierarchical interval resamples the same units
+    hier = a["domains"]["msrvtt"]["hierarchical"]
+    assert hier["unit"] == "seeds x videos" and hier["n_clusters"] == 4
+    assert (hier["diff"], hier["low"], hier["high"]) == (75.0, 25.0, 100.0)
     md = markdown(summary)
     assert "## t2v R@1 against `b`" in md
-    assert "| a | b | 1 | **+75.0** [+25.0, +100.0] |" in md and "| c | b | 1 | 0.0 [0.0, 0.0] |" in md
+    assert "| a | b | 1 | **+75.0** [+25.0, +100.0] | [+25.0, +100.0] |" in md
+    assert "| c | b | 1 | 0.0 [0.0, 0.0] | [0.0, 0.0] |" in md
+    # two captions per video: the verdict's interval draws them together and is wider
+    for run in results.values():
+        run["domains"]["msrvtt"]["t2v_videos"] = [0, 0, 0, 1]
+    pairs = summarize(grid, results)["comparisons"]["a"]["domains"]["msrvtt"]
+    assert pairs["hierarchical"]["n_clusters"] == 2
+    assert pairs["hierarchical"]["high"] - pairs["hierarchical"]["low"] > pairs["high"] - pairs["low"]
     # a query seen by one run and not the other cannot be paired
     results[("c", 0)]["domains"]["msrvtt"]["text_ids"][0] = "elsewhere"
     with pytest.raises(ValueError, match="same test queries"):
@@ -525,6 +555,9 @@ def test_results_files_hold_every_cell_domain_and_comparison(finished):
         assert c["low"] <= c["diff"] <= c["high"]
         assert c["excludes_zero"] == (c["low"] > 0 or c["high"] < 0)
         assert c["n_seeds"] == 2 and c["n_resamples"] == 1000
+        h = c["hierarchical"]
+        assert h["diff"] == pytest.approx(c["diff"]) and h["n_seeds"] == 2
+        assert h["n_clusters"] == len(set(_result(out, "vae", 0)["domains"][domain]["t2v_videos"]))
 
     md = (out / "results.md").read_text()
     assert f"calm experiment --config {TINY}" in md

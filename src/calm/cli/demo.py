@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run baseline vs CALM end to end on the synthetic benchmark")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--scale", default=None, choices=["tiny", "small", "default"],
+    p.add_argument("--scale", default=None, choices=["tiny", "small", "default", "large"],
                    help="benchmark scale (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated benchmark")

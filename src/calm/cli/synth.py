@@ -1,8 +1,8 @@
-"""`calm synth --out DIR --scale {tiny,small,default} --seed N`: write the synthetic benchmark."""
+"""`calm synth --out DIR --scale {tiny,small,default,large} --seed N`: write the synthetic benchmark."""
 
 from __future__ import annotations
 
-SCALE_NAMES = ("tiny", "small", "default")
+SCALE_NAMES = ("tiny", "small", "default", "large")  # calm.data.synthetic.SCALES (tested)
 
 
 def register(sub) -> None:
@@ -16,7 +16,8 @@ def register(sub) -> None:
         "--scale",
         choices=SCALE_NAMES,
         default="default",
-        help="tiny: seconds, for tests; small: ~10 s; default: the demo's data (about a minute)",
+        help="tiny: seconds, for tests; small: ~10 s; default: the demo's data (about a minute); "
+        "large: the default's training clips and 1,000 test clips per domain (the evidence grids)",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     p.add_argument("--workers", type=int, default=None,

@@ -4,7 +4,7 @@ A grid file (YAML) gives its cells either as a product of axes (`grid:`) or by n
 
 ```yaml
 base:                       # the demo's recipe (Recipe fields); omitted ones keep its defaults
-  scale: default            # synthetic benchmark scale: tiny | small | default
+  scale: default            # synthetic benchmark scale: tiny | small | default | large
   steps: 300
   pretrain: {steps: 2500}
 seeds: [0, 1, 2]            # fine-tuning seeds; every cell runs each of them
@@ -56,7 +56,8 @@ from calm.model.losses import ALIGNMENTS
 
 ALIGNMENT_KEY = "model.alignment.name"
 REFERENCE = "none"  # a `grid:` file's default reference: `none` with the same other axis values
-TOP_LEVEL = ("base", "seeds", "grid", "variants", "set", "reference", "bootstrap")
+TOP_LEVEL = ("base", "seeds", "grid", "variants", "set", "reference", "bootstrap", "tuning")
+TUNING_SPLITS = ("dev",)
 # Keys the grid sets itself: the seed comes from `seeds`, the methods from the cells.
 RUNNER_OWNED_BASE = ("seed", "methods")
 RUNNER_OWNED_KEYS = ("train.seed",)
@@ -76,6 +77,30 @@ class BootstrapConfig:
             raise ConfigError(f"bootstrap.resamples: must be >= 1, got {self.resamples}")
         if not 0.0 < self.confidence < 1.0:
             raise ConfigError(f"bootstrap.confidence: must lie in (0, 1), got {self.confidence}")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Where the recipe a grid runs with was chosen (issue 20: never on a test split).
+
+    `benchmark_seed` is the seed of the dev benchmark: `calm synth --seed N` draws the same world
+    with other clips, and its test split is the dev split every recipe choice is made on. A grid
+    whose own benchmark (`base.data_seed`) is that seed *is* a tuning grid: its numbers are dev
+    numbers. Any other grid reads its test split once, with the recipe the dev grid chose.
+    `results` names the committed results of the tuning grid (docs/experiments/<grid>.json).
+    """
+
+    split: str = "dev"
+    benchmark_seed: int = 1
+    results: str | None = None
+
+    def __post_init__(self):
+        if self.split not in TUNING_SPLITS:
+            raise ConfigError(f"tuning.split: {self.split!r} is not one of {list(TUNING_SPLITS)}"
+                              " (a recipe is never chosen on a test split)")
+
+    def is_tuning_grid(self, data_seed: int) -> bool:
+        return data_seed == self.benchmark_seed
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,12 @@ class Grid:
     source: str = "<grid>"
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
     reference_name: str | None = None  # `reference:` as given (None: the default rule)
+    tuning: Tuning | None = None  # where the recipe was chosen (`tuning:`)
+
+    @property
+    def reads(self) -> str:
+        """`dev` for a tuning grid (its benchmark is the dev benchmark), else `test`."""
+        return "dev" if self.tuning and self.tuning.is_tuning_grid(self.base.data_seed) else "test"
 
     def cell(self, values: dict[str, Any]) -> Cell:
         """The cell of a `grid:` file with these axis values."""
@@ -161,6 +192,8 @@ class Grid:
         if self.reference_name is not None:
             out["reference"] = self.reference_name
         out["bootstrap"] = dataclasses.asdict(self.bootstrap)
+        if self.tuning is not None:
+            out["tuning"] = dataclasses.asdict(self.tuning)
         return out
 
 
@@ -303,7 +336,14 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
-    grid = Grid(demo, axes, seeds, fixed, bootstrap, source, variants)
+    tuning = None
+    if "tuning" in data:
+        try:
+            tuning = from_dict(Tuning, _mapping(data, "tuning", source), prefix="tuning")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    grid = Grid(demo, axes, seeds, fixed, bootstrap, source, variants, tuning=tuning)
     names = [c.name for c in grid.cells()]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: two cells would share a folder name: {names}")

@@ -169,6 +169,9 @@ def evaluate_run(checkpoint: Path, setting: Setting, folder: Path,
             "n_texts": result["n_texts"], "n_videos": result["n_videos"],
             "t2v": result["t2v"], "v2t": result["v2t"], "tie_rule": result["tie_rule"],
             "text_ids": ids["text_ids"],
+            # each query's true video (a column of the similarity matrix): the cluster the
+            # hierarchical bootstrap draws a video's captions by
+            "t2v_videos": truth.tolist(),
             "t2v_ranks": ranks_t2v(sim, truth, ties).tolist(),
             "t2v_hits_at_1": hit_rates(sim, truth, "t2v", 1, ties).tolist(),
         }

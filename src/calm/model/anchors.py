@@ -54,8 +54,35 @@ def charades_labels() -> list[str]:
 
 @LABEL_SETS.register("coco")
 def coco_labels() -> list[str]:
-    """The 91 COCO object categories (the paper's anchor ablation)."""
+    """The 91 COCO object categories of the COCO paper (the paper's anchor ablation)."""
     return read_label_file_text(_package_labels("coco.txt"), "coco.txt")
+
+
+# the 11 of the 91 categories that COCO 2017's detection annotations never use
+COCO_UNANNOTATED = ("street sign", "hat", "shoe", "eye glasses", "plate", "mirror", "window",
+                    "desk", "door", "blender", "hair brush")
+
+
+@LABEL_SETS.register("coco80")
+def coco80_labels() -> list[str]:
+    """The 80 categories COCO 2017 detection annotates: `coco` less `COCO_UNANNOTATED`."""
+    return [label for label in coco_labels() if label not in COCO_UNANNOTATED]
+
+
+@LABEL_SETS.register("imagenet1k")
+def imagenet_labels() -> list[str]:
+    """ImageNet-1k's 1,000 class names, as open_clip's zero-shot classifier words them (the
+    larger vocabulary the paper names as an open question); read from the installed open_clip,
+    so calm carries no second copy. Two names occur twice there (two WordNet senses each); the
+    second occurrence carries its class index, so every anchor is its own label."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    seen: set[str] = set()
+    labels = []
+    for index, name in enumerate(IMAGENET_CLASSNAMES):
+        labels.append(f"{name} (class {index})" if name in seen else name)
+        seen.add(name)
+    return check_label_list(labels)
 
 
 def read_label_file_text(text: str, source: str) -> list[str]:
