@@ -128,3 +128,50 @@ def test_the_configuration_reference_lists_the_schema_default(key, written):
         assert _schema_default(key) is None
         return
     assert _comparable(_schema_default(key)) == _value(written), (key, written)
+
+
+# ---- experiment tables rendered from committed results (issue 20) -------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rendered_blocks_are_rewritten_from_their_file(tmp_path):
+    from calm.experiments.docs_tables import blocks, refreshed, render
+    from calm.io import write_json_atomic
+
+    summary = {"command": "calm experiment ...", "finished_runs": 0}
+    write_json_atomic(tmp_path / "r.json", summary)
+    doc = ("# Results\n\ntext before\n<!-- rendered from r.json -->\nstale numbers\n"
+           "<!-- end of rendered tables -->\ntext after\n")
+    out = refreshed(doc, tmp_path)
+    assert "stale numbers" not in out and "text before" in out and "text after" in out
+    [(path, body)] = blocks(out)
+    assert path == "r.json" and body == render(summary)
+    assert refreshed(out, tmp_path) == out  # idempotent
+
+
+def test_render_moves_headings_down_into_a_section(tmp_path):
+    from tests.test_experiment import _fake_run, _variants
+
+    from calm.experiments.docs_tables import render
+    from calm.experiments.results import summarize
+
+    grid = _variants(tmp_path, seeds=[0], variants={"a": {}, "b": {}})
+    summary = summarize(grid, {(c, 0): _fake_run(c, 0, [1, 0]) for c in ("a", "b")})
+    text = render(summary)
+    assert text.startswith("### calm experiment: grid")
+    assert "#### msrvtt* (2 test queries)" in text and "\n## " not in text
+
+
+def test_the_results_document_matches_its_committed_experiment_files():
+    """No number of an experiment table in docs/results.md is typed by hand: each block is what
+    its docs/experiments/<grid>.json renders to, and each file says where its recipe was chosen."""
+    from calm.experiments.docs_tables import blocks, render
+    from calm.io import read_json
+
+    found = blocks((REPO / "docs" / "results.md").read_text())
+    assert found, "docs/results.md embeds no rendered experiment block"
+    for path, body in found:
+        summary = read_json(REPO / path)
+        assert body == render(summary), f"{path}: run python -m calm.experiments.docs_tables"
+        assert summary["tuning"]["split"] == "dev" and "benchmark_seed" in summary["tuning"]

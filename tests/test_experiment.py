@@ -142,7 +142,14 @@ def test_shipped_grids_parse():
 
     full = load_grid(ALIGNMENT)
     assert [c.name for c in full.cells()] == ["none", "vae", "kl", "ce", "mse"]
-    assert len(full.runs()) == 15 and full.base.scale == "default"
+    assert len(full.runs()) == 25 and full.base.scale == "large" and full.reads == "test"
+    # issue 20: the evidence grids read the reported benchmark's test split with a recipe chosen
+    # on the dev benchmark, which the tuning grid reads
+    tuning = load_grid(Path(ALIGNMENT).with_name("tuning.yaml"))
+    assert tuning.reads == "dev" and tuning.base.data_seed == tuning.tuning.benchmark_seed == 1
+    for name in ("alignment.yaml", "ablations.yaml", "uncertainty.yaml"):
+        grid = load_grid(Path(ALIGNMENT).with_name(name))
+        assert grid.reads == "test" and grid.tuning.benchmark_seed == 1 != grid.base.data_seed
     tiny = load_grid(TINY)
     assert [c.name for c in tiny.cells()] == ["none", "vae"] and tiny.seeds == [0, 1]
 

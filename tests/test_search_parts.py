@@ -131,3 +131,27 @@ def test_an_unknown_backend_is_refused():
 
 def test_moment_of_an_empty_mask_is_the_whole_clip():
     assert moment(np.zeros(3), np.array([math.nan] * 3), 2.0)[:2] == (0.0, 2.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([np.float32, np.float16, np.int64, np.bool_]),
+       st.lists(st.integers(0, 7), min_size=0, max_size=4),
+       st.sampled_from([(), (3,), (2, 5)]))
+def test_row_writer_writes_the_npy_file_in_place(tmp_path_factory, dtype, counts, row_shape):
+    """The index arrays are written once, behind a header rewritten with the real row count: the
+    folder never holds a second copy (a million videos' state is tens of GB)."""
+    from calm.search.store import RowWriter
+
+    folder = tmp_path_factory.mktemp("rows")
+    writer = RowWriter(folder / "a.npy", dtype, row_shape)
+    rng = np.random.default_rng(len(counts))
+    blocks = [rng.random((n, *row_shape)) * 10 for n in counts]
+    for block in blocks:
+        writer.append(block)
+        assert [p.name for p in folder.iterdir()] == ["a.npy"]
+    writer.finish()
+    loaded = np.load(folder / "a.npy", mmap_mode="r") if sum(counts) else np.load(folder / "a.npy")
+    expected = (np.concatenate(blocks).astype(dtype) if blocks
+                else np.zeros((0, *row_shape), dtype))
+    assert loaded.dtype == np.dtype(dtype) and loaded.shape == (sum(counts), *row_shape)
+    assert np.array_equal(loaded, expected)

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from calm.experiments.results import markdown
+from calm.experiments.results import results_markdown
 from calm.io import read_json, write_text_atomic
 
 BLOCK = re.compile(r"(<!-- rendered from (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end of rendered "
@@ -25,8 +25,9 @@ BLOCK = re.compile(r"(<!-- rendered from (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- 
 
 
 def render(summary: dict, levels: int = 2) -> str:
-    """`results.markdown(summary)` with every heading `levels` deeper, to sit in a section."""
-    text = markdown(summary)
+    """`results.md`'s text for `summary` with every heading `levels` deeper, to sit in a
+    section."""
+    text = results_markdown(summary)
     return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + levels) + " ", text,
                   flags=re.M).rstrip("\n") + "\n"
 

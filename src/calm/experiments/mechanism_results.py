@@ -130,7 +130,8 @@ def anchors_markdown(summary: dict) -> list[str]:
         return []
     names = list(cells)
     lines = [
-        f"## Mechanism on `{summary['trained_on']}` test (in-domain), mean ± std over seeds", "",
+        f"## Mechanism on `{summary['trained_on']}` {summary.get('split', 'test')} (in-domain), "
+        "mean ± std over seeds", "",
         DIAGNOSTICS_LEGEND + f" {DASH}: the cell has no such number.", "",
         "| number | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -160,7 +161,8 @@ def uncertainty_markdown(summary: dict) -> list[str]:
              if row.get("uncertainty")}
     if not cells:
         return []
-    lines = [f"## Uncertainty on `{summary['trained_on']}` test: AUROC for wrong top-1 answers "
+    split = summary.get("split", "test")
+    lines = [f"## Uncertainty on `{summary['trained_on']}` {split}: AUROC for wrong top-1 answers "
              "(video queries), mean ± std over seeds", "",
              "0.5 = chance; the score flags a wrong top-1 answer when it is high.", ""]
     names = list(cells)
@@ -175,7 +177,7 @@ def uncertainty_markdown(summary: dict) -> list[str]:
     lines.append("")
     for name, u in cells.items():
         lines += [
-            f"## Uncertainty of `{name}` on `{summary['trained_on']}` test ({len(u['seeds'])} "
+            f"## Uncertainty of `{name}` on `{summary['trained_on']}` {split} ({len(u['seeds'])} "
             "seeds)", "",
             "AUROC: how well the score tells wrong top-1 answers from right ones (0.5 = chance). "
             "AUSE: area between the score's sparsification curve (R@1 as the most uncertain "

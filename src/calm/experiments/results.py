@@ -140,6 +140,7 @@ def _signed(x: float) -> str:
 def markdown(summary: dict) -> str:
     grid = summary["grid"]
     domains = summary["domains"]
+    split = summary.get("split", "test")
     lines = [f"# calm experiment: {Path(grid['source']).stem}", ""]
     if summary["command"]:
         lines += [f"`{summary['command']}`", ""]
@@ -148,7 +149,7 @@ def markdown(summary: dict) -> str:
     lines += [
         f"{state.strip().capitalize()}; seeds {', '.join(map(str, grid['seeds']))}; synthetic "
         f"scale `{grid['base']['scale']}`; trained on `{summary['trained_on']}`, evaluated on the "
-        "test split of every domain (* = in-domain). Mean ± std over seeds (std with n − 1).",
+        f"{split} split of every domain (* = in-domain). Mean ± std over seeds (std with n − 1).",
         "",
     ]
     tuning = summary.get("tuning")
@@ -170,7 +171,7 @@ def markdown(summary: dict) -> str:
     for domain in domains:
         first = next(iter(summary["cells"].values()))["domains"][domain]
         star = "*" if first["in_domain"] else ""
-        lines += [f"## {domain}{star} ({first['n_queries']} test queries)", "",
+        lines += [f"## {domain}{star} ({first['n_queries']} {split} queries)", "",
                   "| cell | seeds | " + " | ".join(metric_names) + " |",
                   "|---|---|" + "---|" * len(metric_names)]
         for name, row in summary["cells"].items():
@@ -214,11 +215,17 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def results_markdown(summary: dict) -> str:
+    """`results.md`: the tables, or a line saying that no run has finished yet."""
+    if summary["finished_runs"]:
+        return markdown(summary)
+    return "# calm experiment\n\nNo run has finished yet.\n"
+
+
 def write_results(out: str | Path, grid: Grid, command: str | None = None) -> dict:
     """Writes OUT/results.json and OUT/results.md from the finished runs; returns the summary."""
     out = Path(out)
     summary = summarize(grid, load_results(out, grid), command)
     write_json_atomic(out / "results.json", summary, indent=2)
-    text = markdown(summary) if summary["finished_runs"] else "# calm experiment\n\nNo run has finished yet.\n"
-    write_text_atomic(out / "results.md", text)
+    write_text_atomic(out / "results.md", results_markdown(summary))
     return summary

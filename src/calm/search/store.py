@@ -127,16 +127,37 @@ def remove_stale(index_dir: Path, keep: int | None) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+_MAX_ROWS = 10**15  # the header is sized for this many rows, then rewritten in place
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...], length: int | None = None) -> bytes:
+    """A version 1.0 `.npy` header for `shape`, padded with spaces to `length` bytes (or to the
+    next multiple of 64, as numpy writes it)."""
+    text = (f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, "
+            f"'shape': {tuple(shape)!r}, }}")
+    fixed = len(_NPY_MAGIC) + 2 + len(text) + 1  # + the closing newline
+    length = length or -(-fixed // 64) * 64
+    if length < fixed or length - len(_NPY_MAGIC) - 2 > 0xFFFF:
+        raise ValueError(f"a .npy header of {length} bytes cannot hold shape {shape}")
+    body = text + " " * (length - fixed) + "\n"
+    return _NPY_MAGIC + (len(body)).to_bytes(2, "little") + body.encode("latin1")
+
+
 class RowWriter:
-    """Appends rows of one array to a raw file, then wraps it as `.npy` once the count is known."""
+    """Appends rows of one array straight into its `.npy` file: the header is written first,
+    sized for any row count, and rewritten in place with the real count at `finish`. Why: a
+    million videos' state is tens of GB; writing it once (instead of to a raw file that is then
+    copied behind a header) never needs twice the index's size on disk."""
 
     def __init__(self, path: Path, dtype, row_shape: tuple[int, ...]):
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(row_shape)
         self.rows = 0
-        self._raw = self.path.with_suffix(".raw")
-        self._file = open(self._raw, "wb")  # noqa: SIM115 - closed in finish()
+        self._header_length = len(_npy_header(self.dtype, (_MAX_ROWS, *self.row_shape)))
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish()
+        self._file.write(_npy_header(self.dtype, (_MAX_ROWS, *self.row_shape)))
 
     def append(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
@@ -146,13 +167,10 @@ class RowWriter:
         self.rows += block.shape[0]
 
     def finish(self) -> Path:
+        self._file.seek(0)
+        self._file.write(_npy_header(self.dtype, (self.rows, *self.row_shape),
+                                     self._header_length))
         self._file.close()
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": (self.rows, *self.row_shape)}
-        with open(self.path, "wb") as out, open(self._raw, "rb") as raw:
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(raw, out, 1 << 24)
-        self._raw.unlink()
         return self.path
 
 
