@@ -151,10 +151,9 @@ def test_rendered_blocks_are_rewritten_from_their_file(tmp_path):
 
 
 def test_render_moves_headings_down_into_a_section(tmp_path):
-    from tests.test_experiment import _fake_run, _variants
-
     from calm.experiments.docs_tables import render
     from calm.experiments.results import summarize
+    from tests.test_experiment import _fake_run, _variants
 
     grid = _variants(tmp_path, seeds=[0], variants={"a": {}, "b": {}})
     summary = summarize(grid, {(c, 0): _fake_run(c, 0, [1, 0]) for c in ("a", "b")})
