@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,7 +148,6 @@ def calibrated(tmp_path_factory):
 
 def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probability(calibrated,
                                                                                   capsys):
-    import torch
 
     from calm.api import load
     from calm.cli.main import main as calm_main
@@ -155,7 +155,9 @@ def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probabilit
     from calm.search.searcher import Searcher
 
     out, split, library = calibrated["root"] / "idx", calibrated["split"], calibrated["library"]
-    assert "calibration on jsonl/val (32 captions, 8 videos" in calibrated["printed"]
+    # the split's 8 videos compete with the index's other 3 (copies), not only with each other
+    assert ("calibration on jsonl/val (32 captions searched among 11 videos: 8 of the split, 3 of "
+            "the index; ") in calibrated["printed"]
     manifest = store.read_manifest(out)
     report = manifest.calibration["report"]
     # the labels are what the model itself ranks first: recomputed here from calm.load().score
@@ -163,11 +165,17 @@ def test_calibrate_fits_on_the_split_stores_it_and_search_reports_the_probabilit
     lines = [json.loads(x) for x in split.read_text().splitlines()]
     texts = [c for line in lines for c in line["captions"]]
     truth = [i for i, line in enumerate(lines) for _ in line["captions"]]
-    scores = model.score(texts, [library / line["video"] for line in lines])
-    assert report["top1_accuracy"] == pytest.approx(
-        float((scores.argmax(1) == torch.tensor(truth)).float().mean()))
+    # among all 11 indexed videos; a copy ranked first is right, as search folds it in
+    gallery = [line["video"] for line in lines] + list(COPY_OF)
+    scores = model.score(texts, [library / name for name in gallery])
+    best = [gallery[i] for i in scores.argmax(1).tolist()]
+    right = [b == lines[t]["video"] or COPY_OF.get(b) == lines[t]["video"]
+             for b, t in zip(best, truth)]
+    assert report["top1_accuracy"] == pytest.approx(float(np.mean(right)))
     assert 0 < report["top1_accuracy"] < 1
-    assert report["queries"] == 32 and report["collection"] == 8
+    assert report["queries"] == 32 and report["collection"] == 11
+    assert (report["split_videos"], report["competitors"], report["competitors_available"]) == \
+        (8, 3, 3)
     assert set(report["ece"]) == {"platt", "isotonic"}
     assert report["abstain_correct"] <= 0.1 + 1e-9
     # search shows the stored calibrator's probability of its own features, and the threshold
@@ -214,3 +222,22 @@ def test_calibrate_without_a_validation_split_in_the_config_says_what_to_pass(ca
                       str(calibrated["library"]), "--out", str(tmp_path / "idx"), "--calibrate",
                       "--no-progress"]) == 2
     assert "--calibration-annotations" in capsys.readouterr().err
+
+
+def test_the_calibration_gallery_holds_the_index_videos_once_and_a_spread_sample_past_the_limit():
+    from calm.search.calibrate import Collection, with_competitors
+    from calm.search.searcher import MemoryIndex
+
+    split = MemoryIndex(["/v/a.mp4", "/v/b.mp4"], {"mean": np.zeros((2, 3))}, {})
+    paths = [Path(f"/v/{n}.mp4") for n in ("a", "c", "d", "b", "e", "f", "g")]
+    collection = Collection(paths, {"mean": np.arange(21, dtype=float).reshape(7, 3),
+                                    "extra": np.zeros((7, 1))})
+    gallery, used, available = with_competitors(split, collection)
+    assert gallery.paths == ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4", "/v/d.mp4", "/v/e.mp4",
+                             "/v/f.mp4", "/v/g.mp4"]  # a and b once, the split's rows first
+    assert (used, available) == (5, 5) and set(gallery.arrays) == {"mean"}
+    np.testing.assert_array_equal(gallery.arrays["mean"][2], [3, 4, 5])  # c's row
+    sampled, used, available = with_competitors(split, collection, limit=3)
+    assert (used, available) == (3, 5)
+    assert sampled.paths[2:] == ["/v/c.mp4", "/v/e.mp4", "/v/g.mp4"]  # evenly spread
+    assert with_competitors(split, None)[0] is split

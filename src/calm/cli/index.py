@@ -100,7 +100,12 @@ def _run(args, env) -> int:
     else:
         src = cal["source"]
         print(f"  confidence: {cal['chosen']} calibration on {src['dataset']}/{src['split']} "
-              f"({cal['queries']} captions, {cal['collection']} videos, top-1 right "
+              f"({cal['queries']} captions searched among {cal['collection']} videos: "
+              f"{cal.get('split_videos', cal['collection'])} of the split, "
+              f"{cal.get('competitors', 0)} of the index"
+              + (f" (a sample of {cal['competitors_available']})"
+                 if cal.get("competitors_available", 0) > cal.get("competitors", 0) else "")
+              + "; top-1 right "
               f"{100 * cal['top1_accuracy']:.0f}%): ECE platt {cal['ece']['platt']:.3f}, isotonic "
               f"{cal['ece']['isotonic']:.3f}; 'no confident match' for "
               f"{100 * cal['abstain_correct']:.0f}% of right and "

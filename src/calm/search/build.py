@@ -239,9 +239,12 @@ def build_index(
     failures.extend(new_failures)
     shortlist_note = write_shortlist(folder, len(entries), ivf_above) if entries else None
     if calibration is not None:
-        from calm.search.calibrate import calibrate
+        from calm.search.calibrate import Collection, calibrate
 
-        measured = calibrate(model, calibration, workers, batch_size, progress)
+        indexed = {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")} if entries else {}
+        collection = Collection([root / e.path for e in entries], indexed)
+        measured = calibrate(model, calibration, workers, batch_size, progress,
+                             collection=collection)
         fitted, duplicates = measured["confidence"], measured["duplicates"]
     else:
         fitted = old.calibration if old else None
