@@ -90,10 +90,30 @@ def test_sigma_is_the_mean_posterior_sigma_of_each_video(model, encoded):
 
 
 def test_uncertainty_is_the_chosen_signal_per_video(model, encoded):
-    value = model.uncertainty(encoded)
-    assert value.shape == (4,) and model.uncertainty_signal == "mutual_info"
+    # the default, chosen on the dev split: 1 - the top-1 softmax probability of each video
+    # among the texts it is matched against, at the model's logit scale (by hand)
+    texts = ["a red ball", "a blue box moves left", "two shapes", "night"]
+    assert model.uncertainty_signal == "top1_prob"
+    value = model.uncertainty(encoded, texts=texts)
+    scale = float(model.model.logit_scale.exp().clamp(max=100))
+    by_hand = 1 - torch.softmax(scale * model.score(texts, encoded).t().double(), dim=1).max(1).values
+    assert value.shape == (4,)
+    torch.testing.assert_close(value, by_hand.float(), atol=1e-6, rtol=1e-5)
+    # a video's value depends on the candidates, not on the other videos asked with it
+    torch.testing.assert_close(model.uncertainty(_rows(encoded, [2, 0]), texts=texts),
+                               value[[2, 0]], atol=1e-6, rtol=1e-5)
+    scores = model.score(texts, encoded).t()
+    top2 = scores.topk(2, dim=1).values
+    torch.testing.assert_close(model.uncertainty(encoded, "margin", texts),
+                               -(top2[:, 0] - top2[:, 1]), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="pass texts="):
+        model.uncertainty(encoded)
+    with pytest.raises(ValueError, match="unknown uncertainty signal"):
+        model.uncertainty(encoded, signal="confidence")
+    # the VAE's own signals by name
     d = model.model.anchor_distributions(None, encoded.frames, encoded.mask)
-    torch.testing.assert_close(value, d.signals()["mutual_info"])
+    torch.testing.assert_close(model.uncertainty(encoded, signal="mutual_info"),
+                               d.signals()["mutual_info"])
     sigma = model.uncertainty(encoded, signal="sigma")
     torch.testing.assert_close(sigma, d.sigma)
     assert bool((sigma > 0).all())
@@ -117,11 +137,13 @@ def test_models_without_anchors_or_vae_say_so(tmp_path, encoded):
     with pytest.raises(CapabilityError, match="no class anchors"):
         baseline.anchors_of(enc)
     with pytest.raises(CapabilityError, match="no VAE"):
-        baseline.uncertainty(enc)
+        baseline.uncertainty(enc, signal="sigma")
+    # the default signal is the retrieval's own: a baseline has it too
+    assert baseline.uncertainty(enc, texts=["a red ball", "night"]).shape == (1,)
     kl = load(tiny_checkpoint(tmp_path / "kl.safetensors", alignment="kl"))
     assert len(kl.anchors_of(kl.encode_videos(encoded.paths[:1]), k=2)[0]) == 2
     with pytest.raises(CapabilityError, match="no VAE"):
-        kl.uncertainty(encoded.paths[:1])
+        kl.uncertainty(encoded.paths[:1], signal="mutual_info")
 
 
 def test_bad_arguments_are_clear(model, library):

@@ -7,7 +7,7 @@
     model.encode_images(["dog.jpg"])  # [1, D]: an image as a one-frame clip, a query like a text
     model.anchors_of(videos, k=3)   # [[("playing with a dog", 0.41), ...], ...]
     model.frame_anchor_probs(videos)  # V_p of every sampled frame: which moment carries which anchor
-    model.uncertainty(videos)       # per video, higher = less sure (CALM checkpoints with a VAE)
+    model.uncertainty(videos, texts=captions)  # per video, higher = less sure: 1 - top-1 probability
 
 Videos are encoded once into `EncodedVideos`: per-frame features, the fusion head's text-free
 video state (what scoring a text needs), the frame mean, and the time of every sampled frame.
@@ -30,9 +30,17 @@ from tqdm import tqdm
 from calm.data.files import VideoFiles, collate_files
 from calm.data.video import FrameSpec
 from calm.engine.models import open_model
-from calm.model.anchor_branch import UNCERTAINTY_SIGNAL
+from calm.metrics.uncertainty import RETRIEVAL_SIGNALS, retrieval_uncertainty
+from calm.model.anchor_branch import SIGNALS
 from calm.model.fusion import masked_mean
+from calm.model.losses import logit_scale_value
 from calm.model.scoring import similarity_matrix
+
+
+# What `CalmModel.uncertainty` returns by default: the signal that best told wrong top-1 answers
+# from right ones on the dev split (configs/experiments/tuning.yaml, docs/results.md,
+# "Uncertainty"); `calm.metrics.uncertainty.RETRIEVAL_SIGNALS` or the VAE's `SIGNALS`
+UNCERTAINTY_SIGNAL = "top1_prob"
 
 
 class CapabilityError(ValueError):
@@ -309,34 +317,48 @@ class CalmModel:
 
     @property
     def uncertainty_signal(self) -> str:
-        """The name of the signal `uncertainty` returns (`calm.model.anchor_branch.SIGNALS`)."""
+        """The name of the signal `uncertainty` returns by default (`UNCERTAINTY_SIGNAL`)."""
         return UNCERTAINTY_SIGNAL
 
     @torch.no_grad()
-    def uncertainty(self, videos, signal: str | None = None) -> torch.Tensor:
-        """How unsure the model is about each video [N], higher = less sure.
+    def uncertainty(self, videos, signal: str | None = None, texts=None) -> torch.Tensor:
+        """How unsure the model is about each video as a query [N], higher = less sure.
 
-        By default the VAE signal that best told wrong top-1 answers (video as query) from right
-        ones on the demo's CALM checkpoint (`uncertainty_signal`; measured on the synthetic
-        in-domain test split, as there is no separate dev split yet): the mutual information
-        between the VAE's generated anchor distribution S_p-hat and its latent z, in nats. It is
-        high when different draws of z generate different anchor distributions for the video:
-        the VAE holds several readings of it at once. Measured, it tells wrong answers from right
-        ones only weakly (AUROC 0.55, docs/results.md, "Uncertainty"); the similarity margin
-        between a query's two best candidates does better (0.65) and needs no VAE.
+        By default (`uncertainty_signal`, `top1_prob`): 1 minus the softmax probability, at the
+        model's own logit scale, of the video's best match among `texts`, the captions it is
+        matched against. It is the signal that told wrong top-1 answers from right ones best on
+        the synthetic benchmark's dev split, for CALM and the baseline alike, ahead of the score
+        margin and of every signal of the VAE, none of which did better than chance there
+        (docs/results.md, "Uncertainty"). It needs the candidates, not a VAE: it is a property
+        of this retrieval, and a video's value depends on the texts it is compared with.
 
-        `signal` picks another one by name: `sigma` (the paper's mean posterior sigma),
-        `sigma_active`, `log_sigma_sum`, `s_hat_entropy`, `mutual_info`."""
+        `signal` picks another by name: `margin` (minus the margin between the two best texts;
+        needs `texts` too), or a VAE signal of the video alone (CALM checkpoints):
+        `sigma` (the paper's mean posterior sigma), `sigma_active`, `log_sigma_sum`,
+        `s_hat_entropy`, `mutual_info`."""
+        name = signal or UNCERTAINTY_SIGNAL
+        if name in RETRIEVAL_SIGNALS:
+            if texts is None:
+                raise ValueError(
+                    f"uncertainty signal {name!r} is a property of a retrieval: pass texts=[...] "
+                    "(the captions each video is matched against), or signal='mutual_info' etc. "
+                    "for a signal of the video alone (CALM checkpoints)")
+            scores = self.score(texts, videos).t()  # a row per video, its candidates the texts
+            scale = logit_scale_value(self.model.logit_scale)
+            return torch.from_numpy(retrieval_uncertainty(scores, name, scale)).float()
+        if name not in SIGNALS:
+            raise ValueError(f"unknown uncertainty signal {name!r}; one of "
+                             f"{[*RETRIEVAL_SIGNALS, *SIGNALS]}")
         if not self.model.has_vae:
             raise CapabilityError(
                 f"{self.checkpoint}: this model has no VAE (alignment "
-                f"'{self.cfg.model.alignment.name}'); uncertainty needs a CALM checkpoint trained "
-                "with the 'vae' alignment"
+                f"'{self.cfg.model.alignment.name}'); the signal {name!r} needs a CALM "
+                "checkpoint trained with the 'vae' alignment (or use signal='top1_prob' with "
+                "texts=...)"
             )
         enc = self._videos(videos)
         with self.model.evaluation_anchors():
-            return self.model.video_uncertainty(enc.frames, enc.mask, self.device,
-                                                signal=signal or UNCERTAINTY_SIGNAL)
+            return self.model.video_uncertainty(enc.frames, enc.mask, self.device, signal=name)
 
 
 def load(checkpoint, device: str | torch.device = "cpu", name: str = "ViT-B-32") -> CalmModel:

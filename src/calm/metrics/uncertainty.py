@@ -234,6 +234,33 @@ def entropy(probs: Any, axis: int = -1) -> np.ndarray:
     return -(p * logp).sum(axis=axis) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+# Per-query signals of the retrieval itself (higher = less sure), beside the VAE's per-video ones
+# (`calm.model.anchor_branch.SIGNALS`): they need the candidates the query is matched against.
+RETRIEVAL_SIGNALS = {
+    "top1_prob": "1 - the softmax probability of the best candidate at the model's logit scale",
+    "margin": "minus the score margin between the two best candidates",
+}
+
+
+def retrieval_uncertainty(scores: Any, signal: str, scale: float, axis: int = -1) -> np.ndarray:
+    """A `RETRIEVAL_SIGNALS` value per query of `scores` (its candidates along `axis`)."""
+    if signal == "top1_prob":
+        return 1.0 - top1_probability(scores, scale, axis)
+    if signal == "margin":
+        return -top2_margin(scores, axis)
+    raise ValueError(f"unknown retrieval signal {signal!r}; one of {list(RETRIEVAL_SIGNALS)}")
+
+
+def top1_probability(scores: Any, scale: float, axis: int = -1) -> np.ndarray:
+    """Softmax probability of the best candidate along `axis` (a query's row) at the logit
+    scale `scale`: the query's top-1 confidence."""
+    if hasattr(scores, "detach"):
+        scores = scores.detach().float().cpu().numpy()
+    logits = scale * np.asarray(scores, dtype=np.float64)
+    logits = logits - logits.max(axis=axis, keepdims=True)
+    return 1.0 / np.exp(logits).sum(axis=axis)
+
+
 def top2_margin(scores: Any, axis: int = -1) -> np.ndarray:
     """Best minus second-best score along `axis` (a query's row). A small margin = a close call."""
     if hasattr(scores, "detach"):

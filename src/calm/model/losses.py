@@ -35,6 +35,11 @@ def clamp_logit_scale_(log_scale: torch.nn.Parameter) -> None:
         log_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
 
+def logit_scale_value(log_scale: torch.Tensor) -> float:
+    """The temperature a model scores with: exp of its learned log scale, at most 100."""
+    return float(log_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE))
+
+
 def symmetric_info_nce(
     sims: torch.Tensor, log_scale: torch.Tensor, targets: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -35,11 +35,12 @@ from calm.metrics.uncertainty import (
     calibration,
     entropy,
     spearman,
+    top1_probability,
     top2_margin,
     uncertainty_report,
 )
 from calm.model.anchor_branch import SIGNALS
-from calm.model.losses import MAX_LOGIT_SCALE
+from calm.model.losses import logit_scale_value
 
 
 def require_vae(model, what: str = "uncertainty evaluation (calm eval --uncertainty)") -> None:
@@ -81,13 +82,6 @@ def _ambiguity_block(truth: GroundTruth, video_ids: list[str], scores: dict) -> 
     }
 
 
-def _top1_probability(sim: np.ndarray, scale: float, axis: int) -> np.ndarray:
-    """Softmax probability of the best candidate along `axis` at the logit scale."""
-    logits = scale * sim
-    logits = logits - logits.max(axis=axis, keepdims=True)
-    return 1.0 / np.exp(logits).sum(axis=axis)
-
-
 def uncertainty_from_scores(
     sim: torch.Tensor | np.ndarray,
     text_to_video: np.ndarray,
@@ -115,7 +109,7 @@ def uncertainty_from_scores(
         baselines = {"vp_entropy": vp, "margin": -top2_margin(sim_np, axis=axis)}
         confidence = None
         if logit_scale is not None:
-            confidence = _top1_probability(sim_np, logit_scale, axis)
+            confidence = top1_probability(sim_np, logit_scale, axis)
             baselines["top1_prob"] = -confidence
         if axis == 0:  # video queries: only the videos with a caption
             baselines = {k: v if k == "vp_entropy" else v[has_caption]
@@ -161,7 +155,7 @@ def evaluate_uncertainty(
     scores = split_uncertainty_scores(model, emb, device)
     scale = None
     if getattr(model, "logit_scale", None) is not None:
-        scale = float(model.logit_scale.detach().exp().clamp(max=MAX_LOGIT_SCALE))
+        scale = logit_scale_value(model.logit_scale)
     result = uncertainty_from_scores(sim, emb.text_to_video, scores, logit_scale=scale)
     if truth is not None:
         result["synthetic"] = _ambiguity_block(truth, emb.video_ids, scores)
