@@ -36,7 +36,6 @@ from calm.model.fusion import masked_mean
 from calm.model.losses import logit_scale_value
 from calm.model.scoring import similarity_matrix
 
-
 # What `CalmModel.uncertainty` returns by default: the signal that best told wrong top-1 answers
 # from right ones on the dev split (configs/experiments/tuning.yaml, docs/results.md,
 # "Uncertainty"); `calm.metrics.uncertainty.RETRIEVAL_SIGNALS` or the VAE's `SIGNALS`
