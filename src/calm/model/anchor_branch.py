@@ -51,10 +51,10 @@ SIGNALS = {
     "mutual_info": "mutual information between S_p-hat and z: H(E_z p) - E_z H(p) over the "
                    "predictive draws (nats)",
 }
-# What `video_uncertainty` and `calm.CalmModel.uncertainty` return: the VAE signal that best told
-# wrong top-1 answers from right ones on the demo's checkpoint (AUROC 0.55, the margin 0.65; the
-# in-domain test split); configs/experiments/uncertainty.yaml re-decides it over 3 seeds
-# (docs/results.md, "Uncertainty")
+# The VAE signal `video_uncertainty` returns when none is named. None of them told wrong top-1
+# answers from right ones better than chance on the dev split (docs/results.md, "Uncertainty"),
+# so `calm.CalmModel.uncertainty` defaults to the retrieval's top-1 probability instead
+# (`calm.api.UNCERTAINTY_SIGNAL`); this is the VAE's own default for callers that want one
 UNCERTAINTY_SIGNAL = "mutual_info"
 
 
