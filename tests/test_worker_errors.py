@@ -85,8 +85,10 @@ def test_a_user_error_raised_by_collate_is_carried_too():
 
 def test_a_bug_keeps_torchs_report():
     # not a user error: torch's own wrapper, with the worker's traceback in its message
+    # spawned workers: a forked child of a test process that already runs threads (torch's,
+    # pytest-xdist's) can inherit a held lock and hang on it (seen once in CI: a futex wait)
     loader = WorkerSafeLoader(Items(1, KeyError("oops")), batch_size=2, collate_fn=_stack,
-                              num_workers=2)
+                              num_workers=2, multiprocessing_context="spawn", timeout=120)
     with pytest.raises(KeyError, match="Caught KeyError in DataLoader worker"):
         list(loader)
     assert not issubclass(KeyError, USER_ERRORS)

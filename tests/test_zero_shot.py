@@ -124,4 +124,6 @@ def test_calm_load_gives_a_zero_shot_model_from_plain_clip_weights(tmp_path, cli
     assert len(top) == 1 and len(top[0]) == 3 and top[0][0][0] in model.model.anchors.labels
     assert model.score(["a red circle"], videos).shape == (1, 1)
     with pytest.raises(calm.CapabilityError, match="VAE"):
-        model.uncertainty(videos)
+        model.uncertainty(videos, signal="sigma")
+    # the default signal is the retrieval's own top-1 probability: a zero-shot model has it
+    assert model.uncertainty(videos, texts=["a red circle", "a blue box"]).shape == (1,)
