@@ -17,6 +17,10 @@ from calm.data.worker_errors import WorkerSafeLoader, WorkerTraceback
 from calm.errors import USER_ERRORS, CalmUserError
 from calm.model.errors import CheckpointError
 
+# Spawned workers: a worker forked from a test process that runs threads (left by earlier tests in
+# the same xdist worker) can inherit a held lock and hang on it (seen in CI: a futex wait)
+SPAWN = "spawn"
+
 
 def _subclasses(cls) -> list[type]:
     return [cls] + [s for sub in cls.__subclasses__() for s in _subclasses(sub)]
@@ -53,7 +57,8 @@ def _stack(items):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_user_error_in_a_worker_is_raised_as_itself(workers):
     loader = WorkerSafeLoader(Items(5, VideoDecodeError("/v/x.mp4", "file does not exist")),
-                              batch_size=2, collate_fn=_stack, num_workers=workers)
+                              batch_size=2, collate_fn=_stack, num_workers=workers,
+                              multiprocessing_context=SPAWN if workers else None)
     seen = []
     with pytest.raises(VideoDecodeError) as info:
         for batch in loader:
@@ -67,18 +72,19 @@ def test_a_user_error_in_a_worker_is_raised_as_itself(workers):
 
 def test_batches_without_errors_are_untouched_and_the_loader_can_be_iterated_again():
     loader = WorkerSafeLoader(Items(-1, DataError("never")), batch_size=3, collate_fn=_stack,
-                              num_workers=2)
+                              num_workers=2, multiprocessing_context=SPAWN, timeout=120)
     for _ in range(2):
         assert [b.tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert len(loader) == 3
 
 
-def test_a_user_error_raised_by_collate_is_carried_too():
-    def refuse(items):
-        raise ConfigError("data.num_frames: a batch of clips of different lengths")
+def _refuse(items):
+    raise ConfigError("data.num_frames: a batch of clips of different lengths")
 
-    loader = WorkerSafeLoader(Items(-1, DataError("never")), batch_size=2, collate_fn=refuse,
-                              num_workers=2)
+
+def test_a_user_error_raised_by_collate_is_carried_too():
+    loader = WorkerSafeLoader(Items(-1, DataError("never")), batch_size=2, collate_fn=_refuse,
+                              num_workers=2, multiprocessing_context=SPAWN, timeout=120)
     with pytest.raises(ConfigError, match="data.num_frames: a batch"):
         next(iter(loader))
 
@@ -88,7 +94,7 @@ def test_a_bug_keeps_torchs_report():
     # spawned workers: a forked child of a test process that already runs threads (torch's,
     # pytest-xdist's) can inherit a held lock and hang on it (seen once in CI: a futex wait)
     loader = WorkerSafeLoader(Items(1, KeyError("oops")), batch_size=2, collate_fn=_stack,
-                              num_workers=2, multiprocessing_context="spawn", timeout=120)
+                              num_workers=2, multiprocessing_context=SPAWN, timeout=120)
     with pytest.raises(KeyError, match="Caught KeyError in DataLoader worker"):
         list(loader)
     assert not issubclass(KeyError, USER_ERRORS)
