@@ -241,8 +241,7 @@ def build_index(
     if calibration is not None:
         from calm.search.calibrate import Collection, calibrate
 
-        indexed = {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")} if entries else {}
-        collection = Collection([root / e.path for e in entries], indexed)
+        collection = Collection([root / e.path for e in entries], store.folder_arrays(folder))
         measured = calibrate(model, calibration, workers, batch_size, progress,
                              collection=collection)
         fitted, duplicates = measured["confidence"], measured["duplicates"]

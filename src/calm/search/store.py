@@ -174,15 +174,21 @@ class RowWriter:
         return self.path
 
 
-def open_arrays(index_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    """Every array of the index's current generation, memory-mapped read-only."""
-    folder = data_dir(index_dir, manifest.generation)
+def folder_arrays(folder: Path) -> dict[str, np.ndarray]:
+    """Every `.npy` array of one data folder, memory-mapped read-only."""
     arrays = {}
-    for path in sorted(folder.glob("*.npy")):
+    for path in sorted(Path(folder).glob("*.npy")):
         try:
             arrays[path.stem] = np.load(path, mmap_mode="r")
         except ValueError:  # an empty array cannot be mapped
             arrays[path.stem] = np.load(path)
+    return arrays
+
+
+def open_arrays(index_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Every array of the index's current generation, memory-mapped read-only."""
+    folder = data_dir(index_dir, manifest.generation)
+    arrays = folder_arrays(folder)
     n = len(manifest.videos)
     for name, arr in arrays.items():
         if arr.shape[0] != n:
