@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -181,6 +182,65 @@ def test_a_run_is_configured_exactly_as_the_demo_configures_it(tmp_path):
     demo = experiment_config(Recipe(scale="tiny", seed=1), Path("d"), domain, Path("c"), "kl",
                              7)
     assert run_config(grid, grid.cells()[1], 1, Path("d"), domain, Path("c"), 7) == demo
+
+
+def test_a_cell_may_change_the_recipe_itself(tmp_path):
+    """`recipe.` keys: the pretraining budget or the fine-tuning budget of one cell, the other
+    cells and the base keep theirs; the benchmark and the seed stay the grid's."""
+    from calm.experiments.grid import run_config
+
+    grid = _variants(tmp_path, variants={
+        "paper": {}, "short": {"recipe.pretrain.steps": 7, "recipe.steps": 40}})
+    paper, short = grid.cells()
+    assert grid.cell_recipe(short, 3).pretrain.steps == 7
+    assert grid.cell_recipe(short, 3).pretrain.model == grid.base.pretrain.model
+    assert grid.cell_recipe(short, 3).seed == 3 and grid.cell_recipe(paper, 3).seed == 3
+    assert grid.cell_recipe(paper, 0).pretrain == grid.base.pretrain
+    configs = [run_config(grid, c, 0, Path("d"), PLACEHOLDER_DOMAIN, Path("c"), 3)
+               for c in (paper, short)]
+    assert [c.train.max_steps for c in configs] == [grid.base.steps, 40]
+    assert configs[0].model == configs[1].model  # recipe keys are not config keys
+    assert grid.recipe(short, 0)["cell"] == {"recipe.pretrain.steps": 7, "recipe.steps": 40}
+
+
+@pytest.mark.parametrize("variant, message", [
+    ({"recipe.scale": "small"}, "one benchmark"),
+    ({"recipe.data_seed": 4}, "one benchmark"),
+    ({"recipe.seed": 4}, "set by the grid"),
+    ({"recipe.pretrain.stepz": 4}, "stepz"),
+    ({"recipe.stepz": 4}, "stepz"),
+])
+def test_recipe_keys_that_would_move_the_benchmark_or_do_not_exist_are_errors(
+        tmp_path, variant, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        _variants(tmp_path, variants={"paper": {}, "bad": variant})
+    assert "grid.yaml" in str(info.value) and "variants.bad" in str(info.value)
+
+
+@pytest.mark.slow
+def test_cells_with_their_own_pretraining_budget_train_on_their_own_toy_clip(tmp_path,
+                                                                            monkeypatch):
+    """One toy CLIP per distinct pretrain section, each run trained from its own."""
+    from calm.cli.main import main
+
+    data = yaml.safe_load(TINY.read_text())
+    data.pop("grid")
+    data.update(seeds=[0], variants={"none": {"model.alignment.name": "none"},
+                                     "none_pretrain3": {"model.alignment.name": "none",
+                                                        "recipe.pretrain.steps": 3}})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    assert main(["experiment", "--config", str(path), "--out", str(tmp_path / "exp"),
+                 "--data", str(tmp_path / "data"), "--no-progress"]) == 0
+    used = {}
+    for cell in ("none", "none_pretrain3"):
+        run = tmp_path / "exp" / "cells" / cell / "seed0" / "train"
+        resolved = yaml.safe_load((run / "config.yaml").read_text())
+        used[cell] = resolved["model"]["backbone"]["checkpoint"]
+        report = json.loads(Path(used[cell]).with_suffix(".json").read_text())
+        assert report["config"]["steps"] == (3 if cell == "none_pretrain3" else 2)
+    assert used["none"] != used["none_pretrain3"]
 
 
 @pytest.mark.parametrize("sections, message", [
@@ -813,3 +873,30 @@ def test_report_only_rewrites_the_same_results(finished, capsys):
     after = json.loads((out / "results.json").read_text())
     assert after["cells"] == before["cells"] and after["comparisons"] == before["comparisons"]
     assert "## msrvtt*" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_runs_read_a_complete_frame_cache_and_train_exactly_as_from_the_videos(finished,
+                                                                              tmp_path):
+    """The grid's runs load the training domain from its complete raw frame cache; the same run
+    decoding the mp4s instead gives the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    from calm.engine.train import train
+
+    out, _ = finished
+    run = out / "cells" / "vae" / "seed1" / "train"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cache = Path(cfg["data"]["frame_cache"])
+    assert (cache / "cache.json").is_file()
+    settings = json.loads((cache / "cache.json").read_text())
+    assert settings["per_segment"] == 0 and settings["codec"] == "raw"
+    from calm.config import ExperimentConfig, from_dict
+
+    cfg["data"]["frame_cache"] = None
+    train(from_dict(ExperimentConfig, cfg), tmp_path / "decoded", progress=False)
+    cached = load_file(run / "checkpoints" / "best.safetensors")
+    decoded = load_file(tmp_path / "decoded" / "checkpoints" / "best.safetensors")
+    assert cached.keys() == decoded.keys()
+    for key in cached:
+        assert torch.equal(cached[key], decoded[key]), key

@@ -111,6 +111,38 @@ def test_train_mode_draws_cached_candidates_per_seed(bench, raw_cache):
     assert len(seen) > 6  # randomness kept: many combinations across epochs
 
 
+def test_a_complete_plan_holds_every_slot_of_every_segment():
+    test, train = segment_plan(60, 6, 0)
+    assert test == sample_indices(60, 6, "test")
+    assert train == [list(range(10 * s, 10 * s + 10)) for s in range(6)]
+    test, train = segment_plan(13, 6, 0)  # uneven segments
+    assert [x for cands in train for x in cands] == list(range(13))
+    assert segment_plan(4, 6, 0) == ([0, 1, 2, 3], [[0], [1], [2], [3]])
+    with pytest.raises(DataError, match="per-segment"):
+        CacheSettings(per_segment=-1)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_a_complete_raw_cache_trains_on_exactly_the_frames_decoding_gives(bench, tmp_path,
+                                                                          augment):
+    """per-segment 0 + raw: train draws (and augmentation) are the sampler's, bit for bit, for
+    long clips, short ones (fewer slots than T: no draw), and a file with dropped frames; the
+    generator is left in the same state, so the next item's draws agree too."""
+    complete = CacheSettings(num_frames=T, per_segment=0, image_size=S, codec="raw")
+    prepare_frames(bench / "videos", tmp_path, complete, workers=1, progress=False)
+    cached = FrameCache(tmp_path).sampler(SPEC, bench / "videos", "train", augment=augment)
+    direct = FrameSampler(SPEC, "train", augment=augment)
+    paths = sorted((bench / "videos").glob("video3[0-8].*"))
+    assert {p.name for p in paths} >= {"video31.mp4", "video35.avi", "video33.mp4"}
+    for seed in range(4):
+        ours, theirs = random.Random(seed), random.Random(seed)
+        for path in paths:
+            frames, mask = cached.clip(path, ours)
+            want, want_mask = direct.clip(path, theirs)
+            assert torch.equal(mask, want_mask) and torch.equal(frames, want), (path, seed)
+        assert ours.getstate() == theirs.getstate()
+
+
 def test_train_mode_augments_like_the_sampler(bench, raw_cache):
     cached = FrameCache(raw_cache).sampler(SPEC, bench / "videos", "train", augment=True)
     a, mask = cached.clip(bench / "videos" / "video30.mp4", random.Random(4))
@@ -230,3 +262,22 @@ def test_normalize_frames_matches_the_cpu_path_and_passes_floats_through():
     f = torch.randn(2, 3, 3, 4, 4)
     assert normalize_frames(f, SPEC.mean, SPEC.std) is f
     assert np.allclose(normalize_frames(x, SPEC.mean, SPEC.std)[1, 2], ((x[1, 2] / 255 - mean) / std))
+
+
+def test_evaluating_on_another_video_folder_drops_the_training_frame_cache(tmp_path):
+    """A cache serves the folder it was written from: a checkpoint trained from one and
+    evaluated on another benchmark decodes that benchmark's videos (it stops otherwise, with
+    every test video 'not cached')."""
+    from pathlib import Path
+
+    from calm.engine.drivers import target_config
+    from calm.experiments.recipe import Recipe, experiment_config
+
+    domain = {"loader": "msrvtt", "annotations": "msrvtt/ann", "videos": "msrvtt/videos"}
+    cfg = experiment_config(Recipe(), tmp_path, domain, "clip.safetensors", "none", 10,
+                            frame_cache=tmp_path / "frames")
+    assert cfg.data.frame_cache == str(tmp_path / "frames")
+    other = target_config(cfg, "didemo", tmp_path / "didemo/ann", tmp_path / "didemo/videos")
+    assert other.data.frame_cache is None
+    same = target_config(cfg, "msrvtt", Path(cfg.data.annotations), Path(cfg.data.videos))
+    assert same.data.frame_cache == str(tmp_path / "frames")

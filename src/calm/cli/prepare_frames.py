@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument(
         "--per-segment", type=int, default=3,
         help="train candidates per segment (default 3; odd: the middle one is the test frame); "
-        "each epoch draws one per segment",
+        "each epoch draws one per segment. 0: every frame, so that with --format raw training "
+        "reads exactly the frames decoding would give",
     )
     p.add_argument("--size", type=int, default=224, help="frame side in pixels, the model's (224)")
     p.add_argument(

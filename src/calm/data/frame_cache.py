@@ -8,6 +8,11 @@ odd K the test frame is the middle candidate, so the default K=3 stores 3 frames
 train time one candidate per segment is drawn from the item's generator, so every epoch still
 sees different frames, from K^T combinations per clip instead of the full timeline.
 
+K=0 stores every slot of every segment: a *complete* cache. With the raw codec it is lossless,
+and a train-mode draw takes the same random numbers as `FrameSampler`'s, so training from it is
+bit-identical to training from the videos (tests/test_frame_cache.py); what it saves is the
+decoding. The demo and the grids use one for the training domain of small synthetic clips.
+
 Layout of a cache folder:
 - `cache.json`: the settings (T, K, image size, codec) every clip was written with.
 - `shards/*.bin`: frames back to back, each a JPEG (default) or raw uint8 S x S x 3 bytes;
@@ -51,16 +56,17 @@ class CacheSettings:
     """What a cache holds per clip; fixed when the cache folder is first written."""
 
     num_frames: int = 12
-    per_segment: int = 3  # train candidates per segment (odd: the middle one is the test frame)
+    per_segment: int = 3  # train candidates per segment (odd: the middle one is the test frame;
+    # 0: every slot, a complete cache)
     image_size: int = 224
     codec: str = "jpeg"  # jpeg (compact) | raw (lossless, ~10x the disk)
     quality: int = 90  # JPEG quality
 
     def __post_init__(self):
-        if self.num_frames < 1 or self.per_segment < 1 or self.image_size < 1:
+        if self.num_frames < 1 or self.per_segment < 0 or self.image_size < 1:
             raise DataError(
-                f"frame cache: frames, per-segment and size must be >= 1, got {self.num_frames}, "
-                f"{self.per_segment}, {self.image_size}"
+                f"frame cache: frames and size must be >= 1 and per-segment >= 0 (0: every "
+                f"frame), got {self.num_frames}, {self.per_segment}, {self.image_size}"
             )
         if self.codec not in CODECS:
             raise DataError(f"frame cache: codec must be one of {list(CODECS)}, got {self.codec!r}")
@@ -119,13 +125,16 @@ def segment_plan(n_slots: int, num_frames: int, per_segment: int) -> tuple[list,
 
     The test slot is `sample_indices(n, T, "test")`'s; the K candidates are the centres of K equal
     parts of the segment (fewer when the segment is shorter), where for odd K the middle one is
-    the test slot itself, so a clip stores K frames per segment rather than K + 1. Timelines of
-    at most T slots have one segment per slot, as the sampler gives them.
+    the test slot itself, so a clip stores K frames per segment rather than K + 1; K = 0: every
+    slot of the segment. Timelines of at most T slots have one segment per slot, as the sampler
+    gives them.
     """
     test = sample_indices(n_slots, num_frames, "test")
     if n_slots <= num_frames:
         return test, [[s] for s in test]
     bounds = segment_bounds(n_slots, num_frames)
+    if per_segment == 0:
+        return test, [list(range(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
     train = []
     for middle, lo, hi in zip(test, bounds, bounds[1:]):
         spots = [lo + (2 * k + 1) * (hi - lo) // (2 * per_segment) for k in range(per_segment)]
@@ -263,7 +272,11 @@ class CachedFrames:
         ]
 
     def rows(self, record: dict, rng: random.Random | None) -> list[int]:
-        if self.mode == "test":
+        """The rows of the frames to return. A train draw consumes the generator exactly as
+        `sample_indices` does (nothing for a timeline of at most T slots, one `randrange` of
+        the segment's length per segment otherwise), so a complete cache draws the sampler's
+        frames."""
+        if self.mode == "test" or record["slots"] <= self.cache.settings.num_frames:
             return record["test"]
         draw = rng if rng is not None else random
         return [cands[draw.randrange(len(cands))] for cands in record["train"]]

@@ -22,7 +22,7 @@ from calm.engine.inputs import data_setup
 from calm.engine.models import open_model
 from calm.engine.runtime import threads_beside, torch_threads
 from calm.engine.train import train
-from calm.experiments.benchmark import prepare_benchmark, training_videos
+from calm.experiments.benchmark import prepare_benchmark, training_frame_cache, training_videos
 from calm.experiments.mechanism import DIAGNOSTICS_LEGEND, diagnostics_table
 from calm.experiments.recipe import Recipe, experiment_config
 from calm.reports.ood import markdown_table, write_ood
@@ -84,10 +84,13 @@ def _run_demo(out: str | Path, demo: Recipe, progress: bool, data_root: str | Pa
 
     domain = manifest["domains"][0]
     n_train = training_videos(data_root, domain)
+    with timed("frame_cache"):  # both runs read the training domain's frames from it
+        frames = training_frame_cache(data_root, domain, demo.num_frames, demo.pretrain.model,
+                                      workers=max(1, demo.num_workers))
     runs, checkpoints, configs, results = {}, [], {}, {}
     for label, alignment in demo.methods.items():
         cfg = experiment_config(demo, data_root, domain, clip_path, alignment,
-                                max(1, n_train // demo.batch_size))
+                                max(1, n_train // demo.batch_size), frames)
         run_dir = out / "runs" / label
         with timed(f"train_{label}"):
             result = train(cfg, run_dir, progress=progress)

@@ -30,14 +30,17 @@ def target_config(
 
     On another benchmark, texts get at least that benchmark's own length (DiDeMo's paragraphs
     need 64 tokens); on the training benchmark the trained length stays, so the numbers equal
-    the ones `calm train` reported.
+    the ones `calm train` reported. A frame cache serves the video folder it was written from,
+    so it stays only when the videos do (`--set data.frame_cache=...` names another's).
     """
     data = to_dict(cfg)
     length = data["data"]["text_length"]
     if dataset != cfg.data.dataset:
         length = max(length, default_text_length(dataset))
+    same_videos = Path(videos).resolve() == Path(cfg.data.videos).resolve()
     data["data"].update(dataset=dataset, annotations=str(annotations), videos=str(videos),
-                        options=dict(options or {}), text_length=length)
+                        options=dict(options or {}), text_length=length,
+                        frame_cache=cfg.data.frame_cache if same_videos else None)
     return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
 
 

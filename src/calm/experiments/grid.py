@@ -26,6 +26,12 @@ variants:                              # cell name -> dotted keys set on top of 
 reference: paper                       # optional; default: the first variant
 ```
 
+A cell may also change the recipe itself: a key under `recipe.` names a `Recipe` field
+(`recipe.pretrain.steps: 1000`, `recipe.steps: 600`), so a grid on the dev split can compare the
+toy CLIP's pretraining budget or the fine-tuning budget beside the model's settings. The runner
+pretrains (or reads from the cache) one toy CLIP per distinct `pretrain` section. The benchmark
+stays one per grid: `recipe.scale` and `recipe.data_seed` belong in `base:`.
+
 A *cell* is one combination of axis values, or one variant; a *run* is a cell with one seed. Each
 run's config is exactly the demo's (`experiment_config`: train on the first domain, the cached toy
 CLIP) with `set` and then the cell's own values applied on top, so an experiment over `none` and
@@ -48,7 +54,7 @@ from typing import Any
 import yaml
 
 from calm.config import ConfigError, ExperimentConfig, from_dict, to_dict
-from calm.config.loader import set_key
+from calm.config.loader import merged, set_key
 from calm.data.synthetic import SCALES
 from calm.experiments.recipe import Recipe, experiment_config
 from calm.model.fusion import FUSION_HEADS
@@ -61,6 +67,10 @@ TUNING_SPLITS = ("dev",)
 # Keys the grid sets itself: the seed comes from `seeds`, the methods from the cells.
 RUNNER_OWNED_BASE = ("seed", "methods")
 RUNNER_OWNED_KEYS = ("train.seed",)
+# A cell's `recipe.<field>` keys change the Recipe it runs with (see the module docstring); the
+# benchmark's fields are the grid's, shared by every cell.
+RECIPE_PREFIX = "recipe."
+PER_GRID_RECIPE = ("scale", "data_seed")
 # A variant's name is its run folder and a column of the tables: no path separators, no leading
 # dot or dash (hidden files, options), nothing a shell or Markdown table would mangle.
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -172,6 +182,21 @@ class Grid:
         """Where a cell comes from in the file, for error messages."""
         return f"variants.{cell.name}" if self.variants else f"cell {cell.name}"
 
+    def cell_recipe(self, cell: Cell, seed: int) -> Recipe:
+        """The base recipe with `set`'s and the cell's `recipe.` keys on top, and the seed."""
+        changes: dict[str, Any] = {}
+        for key, value in [*self.fixed.items(), *cell.values]:
+            if key.startswith(RECIPE_PREFIX):
+                set_key(changes, key[len(RECIPE_PREFIX):], value)
+        if not changes:
+            return dataclasses.replace(self.base, seed=seed)
+        try:
+            recipe = from_dict(Recipe, merged(dataclasses.asdict(self.base), changes),
+                               prefix="recipe")
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {self.where(cell)}: {exc}") from None
+        return dataclasses.replace(recipe, seed=seed)
+
     def recipe(self, cell: Cell, seed: int) -> dict:
         """Everything the grid decides about one run; a finished run is reused only if this is
         unchanged."""
@@ -218,13 +243,16 @@ def cell_name(values: dict[str, Any], keys: list[str]) -> str:
 
 
 def run_config(grid: Grid, cell: Cell, seed: int, data_root: Path, domain: dict,
-               clip_path: Path, steps_per_epoch: int) -> ExperimentConfig:
-    """The demo's configuration for one run, with `set` and then the cell's values on top."""
-    demo = dataclasses.replace(grid.base, seed=seed)
+               clip_path: Path, steps_per_epoch: int,
+               frame_cache: Path | None = None) -> ExperimentConfig:
+    """The demo's configuration for one run (with the cell's recipe), with `set` and then the
+    cell's values on top."""
+    demo = grid.cell_recipe(cell, seed)
     cfg = to_dict(experiment_config(demo, data_root, domain, clip_path, cell.alignment,
-                                    steps_per_epoch))
+                                    steps_per_epoch, frame_cache))
     for key, value in [*grid.fixed.items(), *cell.values]:
-        set_key(cfg, key, value)
+        if not key.startswith(RECIPE_PREFIX):
+            set_key(cfg, key, value)
     try:
         return from_dict(ExperimentConfig, cfg)
     except ConfigError as exc:
@@ -236,6 +264,19 @@ def _mapping(data: dict, key: str, source: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
     return value
+
+
+def _check_recipe_keys(keys, where: str) -> None:
+    """`recipe.<field>` keys may not move the benchmark or what the grid sets itself."""
+    for key in keys:
+        if not key.startswith(RECIPE_PREFIX):
+            continue
+        top = key[len(RECIPE_PREFIX):].split(".", 1)[0]
+        if top in PER_GRID_RECIPE:
+            raise ConfigError(f"{where}.{key}: a grid has one benchmark; set {top} under base:")
+        if top in RUNNER_OWNED_BASE:
+            raise ConfigError(f"{where}.{key} is set by the grid (seeds: and the cells' "
+                              f"{ALIGNMENT_KEY})")
 
 
 def _parse_axes(data: dict, source: str) -> dict[str, list]:
@@ -317,6 +358,7 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
     for key in fixed:
         if key in RUNNER_OWNED_KEYS:
             raise ConfigError(f"{source}: {key} is set by the grid; list the seeds under seeds:")
+    _check_recipe_keys(fixed, f"{source}: set")
     axes: dict[str, list] = {}
     variants: dict[str, dict[str, Any]] = {}
     if "grid" in data:
@@ -325,11 +367,14 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
             if key in RUNNER_OWNED_KEYS:
                 raise ConfigError(f"{source}: {key} is set by the grid; list the seeds under "
                                   "seeds:")
+        _check_recipe_keys(axes, f"{source}: grid")
         both = sorted(set(axes) & set(fixed))
         if both:
             raise ConfigError(f"{source}: {both[0]} is both an axis (grid:) and fixed (set:)")
     else:
         variants = _parse_variants(data, fixed, source)
+        for name, overrides in variants.items():
+            _check_recipe_keys(overrides, f"{source}: variants.{name}")
     try:
         bootstrap = from_dict(BootstrapConfig, _mapping(data, "bootstrap", source),
                               prefix="bootstrap")

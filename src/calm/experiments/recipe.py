@@ -69,8 +69,11 @@ class Recipe:
 
 
 def experiment_config(recipe: Recipe, data_root: Path, domain: dict, clip_path: Path | str,
-                      alignment: str, steps_per_epoch: int) -> ExperimentConfig:
-    """One fine-tuning run of `recipe` on `domain` of the benchmark at `data_root`."""
+                      alignment: str, steps_per_epoch: int,
+                      frame_cache: Path | str | None = None) -> ExperimentConfig:
+    """One fine-tuning run of `recipe` on `domain` of the benchmark at `data_root`; `frame_cache`:
+    the domain's complete lossless frame cache (`training_frame_cache`), which changes how fast
+    the clips load, not which frames a run sees."""
     epochs = max(1, -(-recipe.steps // steps_per_epoch))
     return from_dict(ExperimentConfig, {
         "model": {
@@ -85,6 +88,7 @@ def experiment_config(recipe: Recipe, data_root: Path, domain: dict, clip_path: 
             "videos": str(Path(data_root) / domain["videos"]), "num_frames": recipe.num_frames,
             "num_workers": recipe.num_workers, "options": dict(domain.get("loader_options", {})),
             "train_pairs": "one_per_video",
+            "frame_cache": None if frame_cache is None else str(frame_cache),
         },
         "train": {
             "epochs": epochs, "max_steps": recipe.steps,

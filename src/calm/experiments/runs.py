@@ -27,12 +27,13 @@ Layout under OUT:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,41 +46,70 @@ from calm.engine.drivers import Target, evaluate_checkpoint, synthetic_targets
 from calm.engine.models import open_model
 from calm.engine.runtime import pick_device
 from calm.engine.train import train
-from calm.experiments.benchmark import prepare_benchmark, training_videos
+from calm.experiments.benchmark import prepare_benchmark, training_frame_cache, training_videos
 from calm.experiments.grid import Cell, Grid, run_config, run_folder
 from calm.experiments.mechanism import (
     MECHANISM_BLOCKS,
     in_domain_blocks,
 )
+from calm.experiments.recipe import Recipe
 from calm.experiments.results import write_results
 from calm.io import write_json_atomic
 from calm.metrics.retrieval import TIE_RULES, hit_rates, ranks_t2v
-from calm.toy_clip.pretrain import pretrained_clip
+from calm.toy_clip.pretrain import PretrainConfig, pretrained_clip
 
 
 @dataclass
 class Setting:
-    """What every run shares: the benchmark, its training domain and the toy CLIP."""
+    """What every run shares: the benchmark, its training domain, and the toy CLIPs (one per
+    distinct `pretrain` section among the cells; most grids have one)."""
 
     data_root: Path
     domain: dict
-    clip_path: Path
-    steps_per_epoch: int
+    n_train: int
     targets: list[Target]
+    progress: bool = False
+    clips: dict[str, Path] = field(default_factory=dict)
+    frame_caches: dict[tuple[int, str], Path] = field(default_factory=dict)
 
     @property
     def in_domain(self) -> Target:
         return next(t for t in self.targets if t.name == self.domain["name"])
 
+    def clip_path(self, pretrain: PretrainConfig) -> Path:
+        """The toy CLIP `pretrain` describes: trained once, then read from the cache."""
+        key = json.dumps(dataclasses.asdict(pretrain), sort_keys=True)
+        if key not in self.clips:
+            self.clips[key], _ = pretrained_clip(self.data_root, pretrain, progress=self.progress)
+        return self.clips[key]
+
+    def frame_cache(self, recipe: Recipe) -> Path:
+        """The training domain's complete frame cache for the recipe's frames and model."""
+        key = (recipe.num_frames, recipe.pretrain.model)
+        if key not in self.frame_caches:
+            self.frame_caches[key] = training_frame_cache(self.data_root, self.domain, *key)
+        return self.frame_caches[key]
+
+    def steps_per_epoch(self, recipe: Recipe) -> int:
+        return max(1, self.n_train // recipe.batch_size)
+
+    def run_config(self, grid: Grid, cell: Cell, seed: int) -> ExperimentConfig:
+        recipe = grid.cell_recipe(cell, seed)
+        return run_config(grid, cell, seed, self.data_root, self.domain,
+                          self.clip_path(recipe.pretrain), self.steps_per_epoch(recipe),
+                          self.frame_cache(recipe))
+
 
 def prepare(grid: Grid, data_root: Path, progress: bool) -> Setting:
-    """The demo's set-up: benchmark generated or reused, toy CLIP trained or read from the cache."""
+    """The demo's set-up: benchmark generated or reused, the base recipe's toy CLIP trained or read
+    from the cache (a cell with its own `recipe.pretrain` gets its own when it runs)."""
     base = grid.base
     manifest, _ = prepare_benchmark(data_root, base.scale, base.data_seed)
-    clip_path, _ = pretrained_clip(data_root, base.pretrain, progress=progress)
     domain = manifest["domains"][0]
-    steps_per_epoch = max(1, training_videos(data_root, domain) // base.batch_size)
-    return Setting(data_root, domain, clip_path, steps_per_epoch, synthetic_targets(data_root))
+    setting = Setting(data_root, domain, training_videos(data_root, domain),
+                      synthetic_targets(data_root), progress)
+    setting.clip_path(base.pretrain)
+    return setting
 
 
 def machine(device: str) -> dict:
@@ -183,8 +213,7 @@ def run_one(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting) -> d
     recipe = grid.recipe(cell, seed)
     check_recipe(folder, recipe)
     _write_json(folder / "recipe.json", recipe)
-    cfg = run_config(grid, cell, seed, setting.data_root, setting.domain, setting.clip_path,
-                     setting.steps_per_epoch)
+    cfg = setting.run_config(grid, cell, seed)
     trained = train_run(cfg, folder / "train")
     started = time.perf_counter()
     domains, blocks = evaluate_run(folder / "train" / "checkpoints" / "best.safetensors",
@@ -217,8 +246,7 @@ def complete_run(out: Path, grid: Grid, cell: Cell, seed: int, setting: Setting)
         raise ConfigError(f"{path}: lacks the {missing_blocks(result)} block(s), and the "
                           f"checkpoint to measure them with, {checkpoint}, is gone; delete "
                           f"{folder} to run it again")
-    cfg = run_config(grid, cell, seed, setting.data_root, setting.domain, setting.clip_path,
-                     setting.steps_per_epoch)
+    cfg = setting.run_config(grid, cell, seed)
     started = time.perf_counter()
     loaded = open_model(checkpoint)
     evaluated = evaluate_in_domain(checkpoint, loaded, setting.in_domain, cfg.model.anchors)
