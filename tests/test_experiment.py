@@ -14,8 +14,8 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st

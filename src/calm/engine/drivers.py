@@ -23,6 +23,13 @@ from calm.engine.runtime import pick_device
 from calm.engine.tasks import task_for
 
 
+def _same_folder(a, b) -> bool:
+    """Two video folders are the same (two unset ones too: the annotations name the files)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def target_config(
     cfg: ExperimentConfig, dataset: str, annotations, videos, overrides=(), options=None
 ) -> ExperimentConfig:
@@ -37,7 +44,7 @@ def target_config(
     length = data["data"]["text_length"]
     if dataset != cfg.data.dataset:
         length = max(length, default_text_length(dataset))
-    same_videos = Path(videos).resolve() == Path(cfg.data.videos).resolve()
+    same_videos = _same_folder(videos, cfg.data.videos)
     data["data"].update(dataset=dataset, annotations=str(annotations), videos=str(videos),
                         options=dict(options or {}), text_length=length,
                         frame_cache=cfg.data.frame_cache if same_videos else None)
