@@ -491,6 +491,27 @@ def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path
         summarize(grid, results)
 
 
+def test_a_comparison_across_machines_is_marked(tmp_path):
+    """Runs of one cell on one CPU model and its reference's on another: the comparison says so
+    (floats, and so every run, differ between CPU models), and the machine lines name the cells."""
+    from calm.experiments.results import markdown, summarize
+
+    grid = _variants(tmp_path, seeds=[0], variants={"a": {}, "b": {}, "c": {}},
+                     bootstrap={"resamples": 100})
+    results = {(n, 0): _fake_run(n, 0, [1, 0, 1, 0]) for n in "abc"}
+    results[("c", 0)]["machine"] = {**results[("c", 0)]["machine"], "cpu": "Other CPU"}
+    summary = summarize(grid, results)
+    assert len(summary["comparisons"]["b"]["machines"]) == 1
+    assert summary["comparisons"]["c"]["machines"] == sorted(
+        {"Other CPU", results[("a", 0)]["machine"]["cpu"]})
+    assert summary["cells_by_machine"] == [["a", "b"], ["c"]]
+    md = markdown(summary)
+    assert "| c † | a |" in md and "| b | a |" in md and "† Across machines" in md
+    assert "Cells: a, b." in md and "Cells: c." in md
+    single = markdown(summarize(grid, {k: v for k, v in results.items() if k[0] != "c"}))
+    assert "†" not in single and "Cells:" not in single
+
+
 def test_mechanism_and_uncertainty_tables_by_hand(tmp_path):
     from calm.experiments.results import markdown, summarize
 

@@ -49,7 +49,12 @@ def _compare(grid: Grid, cell: Cell, ref: Cell, results: dict, domains: list[str
     seeds = [s for s in grid.seeds if (cell.name, s) in results and (ref.name, s) in results]
     if not seeds:
         return None
-    out = {"reference": ref.name, "metric": COMPARED, "seeds": seeds, "domains": {}}
+    # floats differ from one CPU model to another, the toy CLIP's included: a comparison whose
+    # runs ran on different machines measures the machine too, and says so
+    cpus = sorted({results[(name, s)]["machine"]["cpu"] for s in seeds
+                   for name in (cell.name, ref.name)})
+    out = {"reference": ref.name, "metric": COMPARED, "seeds": seeds, "machines": cpus,
+           "domains": {}}
     for domain in domains:
         runs = [results[(name, s)] for s in seeds for name in (cell.name, ref.name)]
         ids = runs[0]["domains"][domain]["text_ids"]
@@ -124,6 +129,9 @@ def summarize(grid: Grid, results: dict[tuple[str, int], dict], command: str | N
         if result["machine"] not in machines:
             machines.append(result["machine"])
     summary["machines"] = machines
+    summary["cells_by_machine"] = [
+        sorted({name for (name, _), r in results.items() if r["machine"] == m},
+               key=[c.name for c in cells].index) for m in machines]
     return summary
 
 
@@ -161,10 +169,13 @@ def markdown(summary: dict) -> str:
         lines += [f"The recipe was chosen on the dev split (benchmark seed "
                   f"{tuning['benchmark_seed']}" + (f", `{tuning['results']}`" if tuning.get(
                       "results") else "") + "); this grid reads its test split once.", ""]
-    for machine in summary["machines"]:
+    by_machine = summary.get("cells_by_machine")
+    for i, machine in enumerate(summary["machines"]):
+        which = (f" Cells: {', '.join(by_machine[i])}."
+                 if by_machine and len(summary["machines"]) > 1 else "")
         lines.append(f"Machine: {machine['cpu']} ({machine['cpus']} cores, {machine['threads']} "
                      f"torch threads), {machine['platform']}, torch {machine['torch']}, "
-                     f"device {machine['device']}.")
+                     f"device {machine['device']}.{which}")
     if summary["machines"]:
         lines += [f"Time: {_duration(summary['run_seconds'])} summed over the runs.", ""]
     metric_names = summary["metrics"]
@@ -207,9 +218,15 @@ def markdown(summary: dict) -> str:
                 diff = f"**{_signed(h['diff'])}**" if h["excludes_zero"] else _signed(h["diff"])
                 cells.append(f"{diff} [{_signed(h['low'])}, {_signed(h['high'])}]")
                 cells.append(f"[{_signed(c['low'])}, {_signed(c['high'])}]")
-            lines.append(f"| {name} | {comp['reference']} | {len(comp['seeds'])} | "
+            mark = " †" if len(comp.get("machines", [])) > 1 else ""
+            lines.append(f"| {name}{mark} | {comp['reference']} | {len(comp['seeds'])} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+        if any(len(c.get("machines", [])) > 1 for c in summary["comparisons"].values()):
+            lines += ["† Across machines: the cell's runs and its reference's ran on different "
+                      "CPU models, whose floats differ (the toy CLIP's included), so the "
+                      "difference also holds the machine's effect; compare cells run on one "
+                      "machine.", ""]
     lines += anchors_markdown(summary)
     lines += uncertainty_markdown(summary)
     return "\n".join(lines)
