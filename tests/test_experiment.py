@@ -491,6 +491,38 @@ def test_every_cell_is_compared_with_the_named_reference_query_by_query(tmp_path
         summarize(grid, results)
 
 
+def test_compare_pairs_are_compared_beside_the_references(tmp_path):
+    from calm.experiments.grid import parse_grid
+    from calm.experiments.results import markdown, summarize
+
+    grid = _variants(tmp_path, seeds=[0], variants={"a": {}, "b": {}, "c": {}},
+                     compare=[["c", "b"], ["b", "a"]], bootstrap={"resamples": 1000})
+    assert grid.pairs == [("c", "b"), ("b", "a")]
+    assert parse_grid(grid.to_dict()).pairs == grid.pairs  # written to OUT/grid.yaml, read back
+    results = {("a", 0): _fake_run("a", 0, [0, 0, 0, 0]),
+               ("b", 0): _fake_run("b", 0, [1, 1, 0, 0]),
+               ("c", 0): _fake_run("c", 0, [1, 1, 1, 1])}
+    summary = summarize(grid, results)
+    # b against a is b's reference comparison already; c against b is added
+    assert list(summary["comparisons"]) == ["b", "c", "c vs b"]
+    extra = summary["comparisons"]["c vs b"]
+    assert extra["cell"] == "c" and extra["reference"] == "b"
+    assert extra["domains"]["msrvtt"]["diff"] == 50.0
+    assert "| c | b | 1 | +50.0 [0.0, +100.0] |" in markdown(summary)
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ([["a", "zz"]], "'zz' is not one of the cells"),
+    ([["a", "a"]], "against itself"),
+    ([["a", "b"], ["a", "b"]], "twice"),
+    ([["a"]], r"expected \[cell, against\]"),
+    ({"a": "b"}, "expected a list"),
+])
+def test_compare_mistakes_are_errors(tmp_path, pairs, message):
+    with pytest.raises(ConfigError, match=message):
+        _variants(tmp_path, seeds=[0], variants={"a": {}, "b": {}}, compare=pairs)
+
+
 def test_a_comparison_across_machines_is_marked(tmp_path):
     """Runs of one cell on one CPU model and its reference's on another: the comparison says so
     (floats, and so every run, differ between CPU models), and the machine lines name the cells."""

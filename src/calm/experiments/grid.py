@@ -24,6 +24,8 @@ variants:                              # cell name -> dotted keys set on top of 
   paper: {}
   step_anchors: {model.anchors.refresh: step, model.anchors.step_subset: 16}
 reference: paper                       # optional; default: the first variant
+compare:                               # optional: more pairs [cell, against], each compared
+  - [step_anchors, live]               # as a cell is with its reference
 ```
 
 A cell may also change the recipe itself: a key under `recipe.` names a `Recipe` field
@@ -62,7 +64,8 @@ from calm.model.losses import ALIGNMENTS
 
 ALIGNMENT_KEY = "model.alignment.name"
 REFERENCE = "none"  # a `grid:` file's default reference: `none` with the same other axis values
-TOP_LEVEL = ("base", "seeds", "grid", "variants", "set", "reference", "bootstrap", "tuning")
+TOP_LEVEL = ("base", "seeds", "grid", "variants", "set", "reference", "bootstrap", "tuning",
+             "compare")
 TUNING_SPLITS = ("dev",)
 # Keys the grid sets itself: the seed comes from `seeds`, the methods from the cells.
 RUNNER_OWNED_BASE = ("seed", "methods")
@@ -138,6 +141,9 @@ class Grid:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
     reference_name: str | None = None  # `reference:` as given (None: the default rule)
     tuning: Tuning | None = None  # where the recipe was chosen (`tuning:`)
+    # `compare:` pairs (cell, against) compared beside each cell's reference: on a tuning grid
+    # a recipe choice is often a cell against another cell than the reference
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def reads(self) -> str:
@@ -219,6 +225,8 @@ class Grid:
         out["bootstrap"] = dataclasses.asdict(self.bootstrap)
         if self.tuning is not None:
             out["tuning"] = dataclasses.asdict(self.tuning)
+        if self.pairs:
+            out["compare"] = [list(pair) for pair in self.pairs]
         return out
 
 
@@ -398,6 +406,7 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
             raise ConfigError(f"{source}: reference: {reference!r} is not one of the cells "
                               f"{names}")
         grid.reference_name = reference
+    grid.pairs = _parse_pairs(data.get("compare"), names, source)
     placeholder = {"loader": "msrvtt", "annotations": "annotations", "videos": "videos"}
     for cell in grid.cells():  # a typo in a key or a bad value fails now, not hours later
         cfg = run_config(grid, cell, seeds[0], Path("data"), placeholder, Path("clip"), 1)
@@ -409,6 +418,29 @@ def parse_grid(data: dict, source: str = "<grid>") -> Grid:
                 raise ConfigError(f"{source}: {grid.where(cell)}: {key}: {name!r} is not one "
                                   f"of {registry.names()}")
     return grid
+
+
+def _parse_pairs(value, names: list[str], source: str) -> list[tuple[str, str]]:
+    """`compare:` as a list of (cell, against) pairs of two different cells of the grid."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: compare: expected a list of [cell, against] pairs, got "
+                          f"{value!r}")
+    pairs = []
+    for i, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise ConfigError(f"{source}: compare[{i}]: expected [cell, against], got {pair!r}")
+        for name in pair:
+            if name not in names:
+                raise ConfigError(f"{source}: compare[{i}]: {name!r} is not one of the cells "
+                                  f"{names}")
+        if pair[0] == pair[1]:
+            raise ConfigError(f"{source}: compare[{i}]: a cell against itself")
+        if tuple(pair) in pairs:
+            raise ConfigError(f"{source}: compare[{i}]: {pair} is listed twice")
+        pairs.append(tuple(pair))
+    return pairs
 
 
 def run_folder(out: str | Path, cell: Cell, seed: int) -> Path:

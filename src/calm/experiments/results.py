@@ -118,6 +118,13 @@ def summarize(grid: Grid, results: dict[tuple[str, int], dict], command: str | N
         comparison = _compare(grid, cell, ref, results, domains) if ref else None
         if comparison:
             summary["comparisons"][cell.name] = comparison
+    by_name = {cell.name: cell for cell in cells}
+    for name, against in grid.pairs:  # `compare:`, beside the references
+        if grid.reference(by_name[name]) == by_name[against]:
+            continue  # already there
+        comparison = _compare(grid, by_name[name], by_name[against], results, domains)
+        if comparison:
+            summary["comparisons"][f"{name} vs {against}"] = {"cell": name, **comparison}
     for (name, seed), result in results.items():
         summary["runs"][f"{name}/seed{seed}"] = {
             "result": f"cells/{name}/seed{seed}/result.json",
@@ -219,7 +226,7 @@ def markdown(summary: dict) -> str:
                 cells.append(f"{diff} [{_signed(h['low'])}, {_signed(h['high'])}]")
                 cells.append(f"[{_signed(c['low'])}, {_signed(c['high'])}]")
             mark = " †" if len(comp.get("machines", [])) > 1 else ""
-            lines.append(f"| {name}{mark} | {comp['reference']} | {len(comp['seeds'])} | "
+            lines.append(f"| {comp.get('cell', name)}{mark} | {comp['reference']} | {len(comp['seeds'])} | "
                          + " | ".join(cells) + " |")
         lines.append("")
         if any(len(c.get("machines", [])) > 1 for c in summary["comparisons"].values()):
