@@ -277,6 +277,11 @@ def test_evaluating_on_another_video_folder_drops_the_training_frame_cache(tmp_p
     cfg = experiment_config(Recipe(), tmp_path, domain, "clip.safetensors", "none", 10,
                             frame_cache=tmp_path / "frames")
     assert cfg.data.frame_cache == str(tmp_path / "frames")
+    # a cached clip is a memory copy: the runs read it in-process, the recipe's loader
+    # processes are for decoding
+    assert cfg.data.num_workers == 0 and Recipe().num_workers == 2
+    decoding = experiment_config(Recipe(), tmp_path, domain, "clip.safetensors", "none", 10)
+    assert decoding.data.num_workers == 2 and decoding.data.frame_cache is None
     other = target_config(cfg, "didemo", tmp_path / "didemo/ann", tmp_path / "didemo/videos")
     assert other.data.frame_cache is None
     same = target_config(cfg, "msrvtt", Path(cfg.data.annotations), Path(cfg.data.videos))

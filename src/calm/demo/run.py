@@ -53,9 +53,10 @@ def _anchor_pairs(ckpt: Path, cfg: ExperimentConfig, n: int = 3) -> tuple[list[s
 def run_demo(out: str | Path, demo: Recipe | None = None, progress: bool = True,
              data_root: str | Path | None = None) -> dict:
     demo = demo or Recipe()
-    # the runs decode videos in `num_workers` processes: torch's threads take the cores they leave
-    # (the toy CLIP's pretraining sets its own, `calm.toy_clip.pretrain.machine_plan`)
-    with torch_threads(threads_beside(demo.num_workers)):
+    # torch's threads take the cores the runs' loader processes leave: all of them, as the runs
+    # read the training domain from its frame cache in-process (`experiment_config`); the toy
+    # CLIP's pretraining sets its own plan (`calm.toy_clip.pretrain.machine_plan`)
+    with torch_threads(threads_beside(0)):
         return _run_demo(out, demo, progress, data_root)
 
 

@@ -86,7 +86,10 @@ def experiment_config(recipe: Recipe, data_root: Path, domain: dict, clip_path: 
         "data": {
             "dataset": domain["loader"], "annotations": str(Path(data_root) / domain["annotations"]),
             "videos": str(Path(data_root) / domain["videos"]), "num_frames": recipe.num_frames,
-            "num_workers": recipe.num_workers, "options": dict(domain.get("loader_options", {})),
+            # from a frame cache a clip is a memory copy: loader processes would cost more
+            # (started anew every epoch, and a core taken from the model) than they save
+            "num_workers": 0 if frame_cache is not None else recipe.num_workers,
+            "options": dict(domain.get("loader_options", {})),
             "train_pairs": "one_per_video",
             "frame_cache": None if frame_cache is None else str(frame_cache),
         },
