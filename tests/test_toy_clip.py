@@ -121,8 +121,9 @@ def test_pretraining_writes_weights_and_a_held_out_report(synth, tmp_path):
         assert held[name]["R@1"] == pytest.approx(100 * float((ranks == 1).float().mean()), abs=0.01)
         assert held[name]["R@5"] == pytest.approx(100 * float((ranks <= 5).float().mean()), abs=0.01)
         assert held[name]["MdR"] == pytest.approx(float(np.median(ranks.numpy())), abs=0.01)
-    # the phase clock: some CPU was spent training, no more than the whole call took
-    assert 0 < info["train_cpu_s"] <= cpu + 0.1 and 0 < info["train_wall_s"] <= wall + 0.1
+    # the phase clock: no more than the whole call took (both are rounded to 0.1 s, so two steps
+    # of the micro model on a fast core can read 0.0)
+    assert 0 <= info["train_cpu_s"] <= cpu + 0.1 and 0 <= info["train_wall_s"] <= wall + 0.1
     assert report["final_aux_loss"] > 0 and len(report["loss_curve"]) == 1
 
 
