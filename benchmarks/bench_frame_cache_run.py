@@ -59,7 +59,8 @@ def main() -> None:
     identical = all(torch.equal(weights["decode"][k], weights["cache"][k])
                     for k in weights["decode"])
     print(f"\n{args.steps} steps of batch {recipe.batch_size} x {recipe.num_frames} frames, "
-          f"{recipe.num_workers} loader workers, {torch.get_num_threads()} torch threads")
+          f"decoding in {recipe.num_workers} loader workers, the cache read in-process; "
+          f"{torch.get_num_threads()} torch threads")
     print("| frames from | wall s | CPU s (process + workers) |")
     print("|---|---|---|")
     for label, (wall, cpu, _) in rows.items():
