@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from calm.metrics.retrieval import hit_rates
+
 
 def r1_mean_ties(sim: np.ndarray, truth: np.ndarray) -> float:
-    best = sim.max(axis=1, keepdims=True)
-    tied = (sim == best).sum(axis=1)
-    hit = sim[np.arange(len(truth)), truth] == best[:, 0]
-    return float(100 * np.mean(hit / tied))
+    return float(100 * hit_rates(sim, truth, "t2v", 1, "mean").mean())
 
 
 def spread(values: list[float]) -> str:

@@ -23,11 +23,13 @@ from calm.engine.runtime import pick_device
 from calm.engine.tasks import task_for
 
 
+def _same_path(a, b) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def _same_folder(a, b) -> bool:
     """Two video folders are the same (two unset ones too: the annotations name the files)."""
-    if a is None or b is None:
-        return a is None and b is None
-    return Path(a).resolve() == Path(b).resolve()
+    return (a is None and b is None) or _same_path(a, b)
 
 
 def target_config(
@@ -172,10 +174,6 @@ def synthetic_targets(root: str | Path, split: str = "test") -> list[Target]:
             )
         )
     return targets
-
-
-def _same_path(a, b) -> bool:
-    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def ood_matrix(checkpoints: list[tuple[str, str]], targets: list[Target], progress=False,
